@@ -1,0 +1,116 @@
+"""The ``kokorozoo`` command.
+
+``kokorozoo fit|validate|test|predict`` go to LightningCLI; ``kokorozoo data``, ``export`` and
+``tasks`` are plain subcommands. A user's mistake (bad data, a missing file, a wrong option) ends
+in one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from kokorozoo.data.kokorochat import DEFAULT_SEARCH_PATHS_DOC, DataError
+
+USAGE_ERROR = 2
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+class UsageError(Exception):
+    """A user's mistake that the CLI reports in one line."""
+
+
+def _fail(message: str) -> int:
+    print(f"kokorozoo: error: {message}", file=sys.stderr)
+    return USAGE_ERROR
+
+
+# ---------------------------------------------------------------------------------------------
+# kokorozoo data
+
+
+def _data_stats(args: argparse.Namespace) -> int:
+    from kokorozoo.data import dataset_stats, format_stats, in_subset, load_kokorochat
+
+    data = load_kokorochat(args.root, on_error=args.on_error, progress=not args.json and sys.stderr.isatty())
+    for error in data.skipped:
+        print(f"kokorozoo: skipped {error}", file=sys.stderr)
+    dialogues = [d for d in data if in_subset(d.score, args.subset)]
+    stats = dataset_stats(dialogues)
+    if args.json:
+        stats = {"root": data.root, "subset": args.subset, "skipped_files": len(data.skipped), **stats}
+        print(json.dumps(stats, ensure_ascii=False))
+    else:
+        skipped = f", {len(data.skipped)} invalid files skipped" if data.skipped else ""
+        print(format_stats(stats, f"KokoroChat ({args.subset}) from {data.root}{skipped}"))
+    return 0
+
+
+def _add_data_parser(commands: argparse._SubParsersAction) -> None:
+    data = commands.add_parser("data", help="inspect the KokoroChat data", description="Inspect the KokoroChat data.")
+    data_commands = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
+    stats = data_commands.add_parser(
+        "stats",
+        help="the paper's Table 3 figures and more",
+        description="Dataset statistics: the paper's Table 3 (dialogues, speakers, utterances, averages), merged "
+        "turns, total-score distribution, screening flags and topics. Every file is validated first.",
+        epilog=DEFAULT_SEARCH_PATHS_DOC,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    stats.add_argument("--root", help="the KokoroChat folder (default: searched, see below)")
+    stats.add_argument(
+        "--subset",
+        choices=("all", "low", "high", "full", "test"),
+        default="all",
+        help="response-generation subset by total score: low <70, high 70-98, full <=98, test >=99 (default: all)",
+    )
+    stats.add_argument("--json", action="store_true", help="print one JSON object (snake_case keys)")
+    stats.add_argument(
+        "--on-error",
+        choices=("raise", "skip"),
+        default="raise",
+        help="on an invalid file: stop with its name and field (raise, default) or report and skip it",
+    )
+    stats.set_defaults(handler=_data_stats)
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+
+SUBCOMMAND_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [_add_data_parser]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kokorozoo",
+        description="Japanese counseling-dialogue models on KokoroChat.",
+        epilog="Training and evaluation: kokorozoo {fit,validate,test,predict} --config FILE "
+        "(see `kokorozoo fit --help`).",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in SUBCOMMAND_PARSERS:
+        add(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in LIGHTNING_COMMANDS:
+        from kokorozoo.lightning_cli import run_lightning_cli
+
+        return run_lightning_cli(args)
+    parser = build_parser()
+    parsed = parser.parse_args(args)
+    if parsed.command is None:
+        parser.print_help()
+        return USAGE_ERROR
+    try:
+        return parsed.handler(parsed)
+    except (DataError, FileNotFoundError, UsageError) as e:
+        return _fail(str(e))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Sessions: `nox -s tests` (the unit and end-to-end suite), `nox -s benchmarks`, `nox -s slow`.
+
+Each session installs torch 2.13.0 (the CPU build) first and constrains every later install with
+constraints.txt, so no CUDA packages are ever pulled in.
+"""
+
+import nox
+
+nox.options.reuse_venv = "yes"
+nox.options.sessions = ["tests"]
+
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def install(session: nox.Session, *extra: str) -> None:
+    session.install("torch==2.13.0")
+    session.install("-c", "constraints.txt", "-e", ".[test]", *extra)
+
+
+@nox.session(python="3.11")
+def tests(session: nox.Session) -> None:
+    """Unit and CLI tests on CPU with the embedded tiny model (slow end-to-end runs excluded)."""
+    install(session)
+    session.run("pytest", "-m", "not slow", "--benchmark-disable", *session.posargs, env=OFFLINE)
+
+
+@nox.session(python="3.11")
+def slow(session: nox.Session) -> None:
+    """End-to-end runs of the shipped configs, a few minutes each."""
+    install(session)
+    session.run("pytest", "-m", "slow", "--benchmark-disable", *session.posargs, env=OFFLINE)
+
+
+@nox.session(python="3.11")
+def benchmarks(session: nox.Session) -> None:
+    """pytest-benchmark suites; compare against the saved baseline in benchmarks/baseline."""
+    install(session)
+    session.run(
+        "pytest",
+        "benchmarks",
+        "--benchmark-only",
+        "--benchmark-storage=file://benchmarks/baseline",
+        *session.posargs,
+        env=OFFLINE,
+    )
