@@ -1,0 +1,31 @@
+"""The paper's evaluation as torchmetrics metrics, correct under DDP.
+
+Response generation (:mod:`.text`): :class:`BLEU`, :class:`ROUGE`, :class:`Distinct` on Japanese
+tokenized by :func:`tokenize_ja` (MeCab words by default); :func:`text_metrics` builds the full set.
+Score prediction (:mod:`.scores`): :class:`ScoreAccuracy` (ACC / ACC_soft), :class:`ScoreMAE`;
+:func:`score_metrics` builds the full set, and :func:`item_modes` with
+:func:`constant_predictions` give the per-item-mode baseline every report shows beside a model.
+"""
+
+from kokorozoo.metrics.scores import (
+    ScoreAccuracy,
+    ScoreMAE,
+    constant_predictions,
+    item_modes,
+    score_metrics,
+)
+from kokorozoo.metrics.text import BLEU, ROUGE, TOKENIZE_MODES, Distinct, text_metrics, tokenize_ja
+
+__all__ = [
+    "BLEU",
+    "ROUGE",
+    "TOKENIZE_MODES",
+    "Distinct",
+    "ScoreAccuracy",
+    "ScoreMAE",
+    "constant_predictions",
+    "item_modes",
+    "score_metrics",
+    "text_metrics",
+    "tokenize_ja",
+]
