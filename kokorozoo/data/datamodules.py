@@ -1,0 +1,231 @@
+"""LightningDataModules: the paper's splits, tokenized, masked and batched.
+
+A datamodule gets its tokenizer from the task (``connect``), because the tokenizer belongs to the
+backbone the task loads; ``kokorozoo`` connects them before training starts.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+
+from kokorozoo.data.dialogue import dialogue_turns
+from kokorozoo.data.encoding import (
+    IGNORE_INDEX,
+    dialogue_windows,
+    encode_dialogue,
+    generation_prompt,
+    per_turn_samples,
+)
+from kokorozoo.data.kokorochat import Dialogue, KokoroChat, OnError, load_kokorochat
+from kokorozoo.data.splits import Split, response_split
+
+DEFAULT_SYSTEM_PROMPT = None
+
+
+def _progress(items, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit="dialogue", leave=False, mininterval=1.0)
+
+
+class KokoroChatDataModule(LightningDataModule):
+    """What every KokoroChat datamodule shares: where the data is, how bad files are handled, the
+    split seed, batch sizes and the tokenizer connection.
+
+    Args:
+        root: the KokoroChat folder (default: searched, see ``kokorozoo data stats --help``).
+        on_error: ``raise`` on an invalid file, or ``skip`` it with a warning.
+        seed: chooses the train/validation split.
+        batch_size: training batch size.
+        eval_batch_size: validation/test batch size (default: ``batch_size``).
+        max_length: tokens per sample; longer dialogues keep their latest history.
+        limit_train, limit_val, limit_test: use only the first N dialogues of a part (small runs).
+        num_workers: DataLoader workers.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        on_error: OnError = "raise",
+        seed: int = 0,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        max_length: int = 4096,
+        limit_train: int | None = None,
+        limit_val: int | None = None,
+        limit_test: int | None = None,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        self.root, self.on_error, self.seed = root, on_error, seed
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.max_length, self.num_workers = max_length, num_workers
+        self.limits = {"train": limit_train, "val": limit_val, "test": limit_test}
+        self.tokenizer = None
+        self._data: KokoroChat | None = None
+        self._split: Split | None = None
+
+    def connect(self, tokenizer) -> None:
+        """Use the backbone's tokenizer (called by the CLI, or by hand before ``trainer.fit``)."""
+        self.tokenizer = tokenizer
+
+    @property
+    def data(self) -> KokoroChat:
+        if self._data is None:
+            self._data = load_kokorochat(self.root, on_error=self.on_error)
+        return self._data
+
+    def make_split(self, dialogues: Sequence[Dialogue]) -> Split:
+        raise NotImplementedError
+
+    @property
+    def split(self) -> Split:
+        if self._split is None:
+            split = self.make_split(self.data.dialogues)
+            self._split = Split(*(self._limited(part, name) for part, name in zip(
+                (split.train, split.val, split.test), ("train", "val", "test"))))
+        return self._split
+
+    def _limited(self, dialogues: list[Dialogue], part: str) -> list[Dialogue]:
+        limit = self.limits[part]
+        return dialogues if limit is None else dialogues[:limit]
+
+    def _require_tokenizer(self):
+        if self.tokenizer is None:
+            raise RuntimeError("no tokenizer: call datamodule.connect(task.tokenizer) before use")
+        return self.tokenizer
+
+    def _loader(self, dataset, batch_size: int, shuffle: bool, collate) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            collate_fn=collate,
+            num_workers=self.num_workers,
+            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+        )
+
+
+def pad_samples(samples: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad (input_ids, labels) pairs into a batch with an attention mask."""
+    width = max(len(ids) for ids, _ in samples)
+    input_ids = torch.full((len(samples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(samples), width), IGNORE_INDEX, dtype=torch.long)
+    attention = torch.zeros((len(samples), width), dtype=torch.long)
+    for row, (ids, labs) in enumerate(samples):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, : len(labs)] = torch.tensor(labs)
+        attention[row, : len(ids)] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One counselor turn to generate: where it is, its prompt tokens and the reference text."""
+
+    dialogue_id: str
+    turn_index: int
+    history_turns: int
+    prompt_ids: list[int]
+    reference: str
+
+
+def pad_prompts(requests: Sequence[GenerationRequest], pad_id: int) -> dict:
+    """Left-pad prompts (generation continues from the right edge)."""
+    width = max(len(r.prompt_ids) for r in requests)
+    input_ids = torch.full((len(requests), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(requests), width), dtype=torch.long)
+    for row, r in enumerate(requests):
+        input_ids[row, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
+        attention[row, width - len(r.prompt_ids) :] = 1
+    return {"input_ids": input_ids, "attention_mask": attention, "requests": list(requests)}
+
+
+class ResponseDataModule(KokoroChatDataModule):
+    """Response generation (the paper's Kokoro-Low/High/Full): learn every counselor turn.
+
+    Args:
+        subset: ``low`` (< 70), ``high`` (70-98) or ``full`` (<= 98); test is always score >= 99.
+        mode: ``dialogue`` trains all counselor turns of a dialogue in one sequence (windowed when
+            longer than ``max_length``); ``per_turn`` makes one sample per counselor turn, as the
+            paper did. Both put the loss on the same tokens.
+        system_prompt: an optional system message before every dialogue.
+        test_turns: generate this many test counselor turns, drawn with ``seed`` (all when None).
+        max_new_tokens: room kept for the generated turn when prompts are cut to ``max_length``.
+    """
+
+    def __init__(
+        self,
+        subset: Literal["low", "high", "full"] = "high",
+        mode: Literal["dialogue", "per_turn"] = "dialogue",
+        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        test_turns: int | None = None,
+        max_new_tokens: int = 256,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if subset not in ("low", "high", "full"):
+            raise ValueError(f"subset must be low, high or full, got {subset!r}")
+        if mode not in ("dialogue", "per_turn"):
+            raise ValueError(f"mode must be 'dialogue' or 'per_turn', got {mode!r}")
+        self.subset, self.mode, self.system_prompt = subset, mode, system_prompt
+        self.test_turns, self.max_new_tokens = test_turns, max_new_tokens
+        self._samples: dict[str, list] = {}
+
+    def make_split(self, dialogues: Sequence[Dialogue]) -> Split:
+        return response_split(dialogues, self.subset, self.seed)
+
+    def encode(self, dialogue: Dialogue):
+        return encode_dialogue(self._require_tokenizer(), dialogue_turns(dialogue), self.system_prompt)
+
+    def training_samples(self, dialogues: Sequence[Dialogue], desc: str) -> list[tuple[list[int], list[int]]]:
+        make = dialogue_windows if self.mode == "dialogue" else per_turn_samples
+        return [s for d in _progress(dialogues, desc) for s in make(self.encode(d), self.max_length)]
+
+    def generation_requests(self, dialogues: Sequence[Dialogue]) -> list[GenerationRequest]:
+        """The test counselor turns (a seeded sample of ``test_turns`` when set), in dialogue order."""
+        turns = {d.id: dialogue_turns(d) for d in dialogues}
+        encoded = {d.id: self.encode(d) for d in _progress(dialogues, "Encoding test")}
+        chosen = [(d.id, t) for d in dialogues for t in encoded[d.id].targets]
+        if self.test_turns is not None and self.test_turns < len(chosen):
+            keep = set(random.Random(self.seed).sample(range(len(chosen)), self.test_turns))
+            chosen = [x for i, x in enumerate(chosen) if i in keep]
+        budget = self.max_length - self.max_new_tokens
+        requests = []
+        for dialogue_id, t in chosen:
+            prompt, first_turn = generation_prompt(encoded[dialogue_id], t, budget)
+            requests.append(GenerationRequest(dialogue_id, t, t - first_turn, prompt, turns[dialogue_id][t].text))
+        return requests
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in ("fit", None) and "train" not in self._samples:
+            self._samples["train"] = self.training_samples(self.split.train, "Encoding train")
+        if stage in ("fit", "validate", None) and "val" not in self._samples:
+            self._samples["val"] = self.training_samples(self.split.val, "Encoding val")
+        if stage in ("test", "predict", None) and "test" not in self._samples:
+            self._samples["test"] = self.generation_requests(self.split.test)
+
+    def _collate_train(self, samples):
+        return pad_samples(samples, self._require_tokenizer().pad_token_id)
+
+    def _collate_generate(self, requests):
+        return pad_prompts(requests, self._require_tokenizer().pad_token_id)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self._samples["train"], self.batch_size, True, self._collate_train)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self._samples["val"], self.eval_batch_size, False, self._collate_train)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self._samples["test"], self.eval_batch_size, False, self._collate_generate)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()

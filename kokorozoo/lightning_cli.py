@@ -1,0 +1,76 @@
+"""``kokorozoo fit|validate|test|predict``: LightningCLI over every registered task and datamodule.
+
+On top of LightningCLI: tasks are discovered (entry points) before parsing so configs can use
+short class names; the datamodule gets the task's tokenizer; the best checkpoint is chosen by the
+task's own ``monitor``/``mode`` (and ``last.ckpt`` is kept for resuming); after ``fit`` the best
+checkpoint is tested and a metrics summary printed; a user's mistake ends in one line.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+
+from kokorozoo.data.datamodules import KokoroChatDataModule
+from kokorozoo.registry import discover_tasks
+from kokorozoo.tasks.base import Task
+
+
+class KokorozooCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=True,
+            help="after fit, test the best checkpoint and print the metrics summary",
+        )
+
+    def after_instantiate_classes(self) -> None:
+        self.datamodule.connect(self.model.tokenizer)
+
+    def _instantiate_trainer(self, config, callbacks):
+        given = list(config.get("callbacks") or []) + list(callbacks)
+        if config.get("enable_checkpointing", True) is not False and not any(
+            isinstance(c, ModelCheckpoint) for c in given
+        ):
+            callbacks = [*callbacks, task_checkpoint(self.model)]
+        return super()._instantiate_trainer(config, callbacks)
+
+    def after_fit(self) -> None:
+        best = self.trainer.checkpoint_callback
+        if best is not None and best.best_model_path:
+            print(f"best checkpoint: {best.best_model_path} ({best.monitor} = {float(best.best_model_score):.4f})")
+        if self.config[self.subcommand].get("test_after_fit", False) and self.trainer.is_global_zero:
+            ckpt = "best" if best is not None and best.best_model_path else None
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+
+
+def task_checkpoint(task: Task) -> ModelCheckpoint:
+    """Keep the best checkpoint by the task's criterion, and the last one to resume from."""
+    return ModelCheckpoint(
+        monitor=task.monitor,
+        mode=task.mode,
+        save_last=True,
+        filename="best-{epoch}-{step}",
+        auto_insert_metric_name=False,
+    )
+
+
+def run_lightning_cli(args: Sequence[str]) -> int:
+    discover_tasks()  # import every task so short class names resolve in configs
+    KokorozooCLI(
+        Task,
+        KokoroChatDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=list(args),
+        save_config_kwargs={"overwrite": True},
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_lightning_cli(sys.argv[1:]))

@@ -1,0 +1,6 @@
+"""The core tasks. Each is registered under a short name in the ``kokorozoo.tasks`` entry points."""
+
+from kokorozoo.tasks.base import Task
+from kokorozoo.tasks.response import ResponseTask
+
+__all__ = ["ResponseTask", "Task"]

@@ -1,0 +1,117 @@
+"""Response generation: learn the counselor's next turn; evaluate greedy generations with BLEU,
+ROUGE and Distinct on Japanese tokens (the paper's Table 4)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from kokorozoo.data.encoding import IGNORE_INDEX
+from kokorozoo.metrics import text_metrics
+from kokorozoo.tasks.base import Task
+
+
+def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed next-token cross-entropy over the labelled positions, and their count."""
+    shifted = labels[:, 1:]
+    loss = F.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), shifted.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+    return loss, (shifted != IGNORE_INDEX).sum()
+
+
+class ResponseTask(Task):
+    """Response generation with a QLoRA backbone.
+
+    Args:
+        max_new_tokens: longest generated turn in test/predict.
+        metrics_tokenize: how Japanese is tokenized for the metrics: ``mecab`` (words, the default),
+            ``char`` or ``none`` (whitespace).
+        **kwargs: backbone and optimizer settings, see :class:`kokorozoo.tasks.base.Task`.
+    """
+
+    monitor, mode = "val_loss", "min"
+
+    def __init__(self, max_new_tokens: int = 256, metrics_tokenize: str = "mecab", **kwargs):
+        super().__init__(**kwargs)
+        self.test_metrics = text_metrics(metrics_tokenize)
+        self._generations: list[dict] = []
+
+    # -- training and validation: the loss on every counselor turn's tokens -----------------
+
+    def summed_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return token_losses(logits, batch["labels"])
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        total, count = self.summed_loss(batch)
+        loss = total / count.clamp(min=1)
+        self.log("train_loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        self.log("train_tokens", count.float(), reduce_fx="sum", batch_size=1)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        total, count = self.summed_loss(batch)
+        # weighted by tokens so the epoch value is the mean over all labelled tokens
+        self.log("val_loss", total / count.clamp(min=1), prog_bar=True, batch_size=int(count))
+
+    # -- test and predict: greedy generation of the next counselor turn ----------------------
+
+    @torch.no_grad()
+    def generate(self, batch: dict) -> list[str]:
+        tokenizer = self.tokenizer
+        stop = [tokenizer.convert_tokens_to_ids(t) for t in ("<|eot_id|>", "<|end_of_text|>")]
+        stop = [t for t in stop if t is not None and t != tokenizer.unk_token_id] or [tokenizer.eos_token_id]
+        out = self.model.generate(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            max_new_tokens=self.hparams.max_new_tokens,
+            do_sample=False,
+            eos_token_id=stop,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        new = out[:, batch["input_ids"].shape[1] :]
+        return [text.strip() for text in tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+    def _generation_rows(self, batch: dict) -> list[dict]:
+        texts = self.generate(batch)
+        return [
+            {
+                "dialogue_id": r.dialogue_id,
+                "turn_index": r.turn_index,
+                "history_turns": r.history_turns,
+                "reference": r.reference,
+                "generation": text,
+            }
+            for r, text in zip(batch["requests"], texts)
+        ]
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        rows = self._generation_rows(batch)
+        self.test_metrics.update([r["generation"] for r in rows], [r["reference"] for r in rows])
+        self._generations += rows
+
+    def on_test_epoch_start(self) -> None:
+        self._generations = []
+        self.test_metrics.reset()
+
+    def on_test_epoch_end(self) -> None:
+        values = {name: float(value) for name, value in self.test_metrics.compute().items()}
+        self.log_dict(values)
+        tokenize = self.hparams.metrics_tokenize
+        self.write_jsonl("generations.jsonl", self._generations)
+        self.write_json(
+            "metrics.json",
+            {"task": "response", "turns": len(self._generations), "tokenize": tokenize, "metrics": values},
+        )
+
+    def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
+        rows = self._generation_rows(batch)
+        self._generations += rows
+        return rows
+
+    def on_predict_epoch_start(self) -> None:
+        self._generations = []
+
+    def on_predict_epoch_end(self) -> None:
+        self.write_jsonl("generations.jsonl", self._generations)
