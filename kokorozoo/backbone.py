@@ -83,6 +83,9 @@ class LoraSettings:
     alpha: int = 16
     dropout: float = 0.05
     target_modules: tuple[str, ...] = LORA_TARGETS
+    #: Whole modules trained beside the adapters (PEFT's modules_to_save), e.g. ``lm_head`` for the
+    #: tiny backbone, whose random weights give LoRA alone nothing to adapt. The paper used none.
+    modules_to_save: tuple[str, ...] = ()
 
     def peft_config(self):
         from peft import LoraConfig
@@ -92,6 +95,7 @@ class LoraSettings:
             lora_alpha=self.alpha,
             lora_dropout=self.dropout,
             target_modules=list(self.target_modules),
+            modules_to_save=list(self.modules_to_save) or None,
             bias="none",
             task_type="CAUSAL_LM",
         )

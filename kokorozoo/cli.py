@@ -22,6 +22,25 @@ class UsageError(Exception):
     """A user's mistake that the CLI reports in one line."""
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The errors that are a user's mistake; the backbone's only once it is imported (torch)."""
+    errors: list[type[BaseException]] = [DataError, FileNotFoundError, UsageError]
+    if "kokorozoo.backbone" in sys.modules:
+        errors.append(sys.modules["kokorozoo.backbone"].BackboneError)
+    return tuple(errors)
+
+
+def _config_error_line(message: str) -> str:
+    """jsonargparse explains a bad config over many lines; keep the key and the deepest reason."""
+    lines = [line for line in message.splitlines() if line.strip()]
+    noise = ("Subtypes:", "Errors:", "Given value", "- Expected a <class 'NoneType'>")
+    reasons = [line for line in lines[1:] if not line.strip().startswith(noise)]
+    if not reasons:
+        return lines[0] if lines else message
+    deepest = max(reasons, key=lambda line: len(line) - len(line.lstrip()))
+    return f"{lines[0].strip()} {deepest.strip().lstrip('- ')}"
+
+
 def _fail(message: str) -> int:
     print(f"kokorozoo: error: {message}", file=sys.stderr)
     return USAGE_ERROR
@@ -77,9 +96,38 @@ def _add_data_parser(commands: argparse._SubParsersAction) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# kokorozoo export
+
+
+def _export(args: argparse.Namespace) -> int:
+    from kokorozoo.tasks.base import load_task
+
+    try:
+        task = load_task(args.checkpoint)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    out = task.export(args.out_dir)
+    print(f"wrote the PEFT adapter, tokenizer and kokorozoo.json of {args.checkpoint} to {out}")
+    return 0
+
+
+def _add_export_parser(commands: argparse._SubParsersAction) -> None:
+    export = commands.add_parser(
+        "export",
+        help="write a checkpoint's adapter as a PEFT folder",
+        description="Write the trained adapter of a kokorozoo checkpoint as a PEFT adapter folder (load it with "
+        "PeftModel.from_pretrained(base_model, OUT_DIR)), with the tokenizer and kokorozoo.json (the task and "
+        "its settings).",
+    )
+    export.add_argument("checkpoint", help="a .ckpt written by kokorozoo fit (e.g. best-*.ckpt or last.ckpt)")
+    export.add_argument("out_dir", help="the folder to write")
+    export.set_defaults(handler=_export)
+
+
+# ---------------------------------------------------------------------------------------------
 # Entry point
 
-SUBCOMMAND_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [_add_data_parser]
+SUBCOMMAND_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [_add_data_parser, _add_export_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,7 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args and args[0] in LIGHTNING_COMMANDS:
         from kokorozoo.lightning_cli import run_lightning_cli
 
-        return run_lightning_cli(args)
+        try:
+            return run_lightning_cli(None if argv is None else args)
+        except argparse.ArgumentError as e:
+            return _fail(_config_error_line(str(e)))
+        except _user_errors() as e:
+            return _fail(str(e))
     parser = build_parser()
     parsed = parser.parse_args(args)
     if parsed.command is None:
@@ -108,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE_ERROR
     try:
         return parsed.handler(parsed)
-    except (DataError, FileNotFoundError, UsageError) as e:
+    except _user_errors() as e:
         return _fail(str(e))
 
 

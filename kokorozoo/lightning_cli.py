@@ -19,6 +19,9 @@ from kokorozoo.registry import discover_tasks
 from kokorozoo.tasks.base import Task
 
 
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
 class KokorozooCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument(
@@ -59,15 +62,18 @@ def task_checkpoint(task: Task) -> ModelCheckpoint:
     )
 
 
-def run_lightning_cli(args: Sequence[str]) -> int:
+def run_lightning_cli(args: Sequence[str] | None = None) -> int:
+    """Run LightningCLI on ``args`` (``None``: the command line)."""
     discover_tasks()  # import every task so short class names resolve in configs
+    no_exit = {"exit_on_error": False}
     KokorozooCLI(
         Task,
         KokoroChatDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        args=list(args),
+        args=None if args is None else list(args),
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={"exit_on_error": False, **{command: no_exit for command in LIGHTNING_COMMANDS}},
     )
     return 0
 

@@ -126,7 +126,7 @@ def pad_samples(samples: Sequence[tuple[list[int], list[int]]], pad_id: int) -> 
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: Lightning walks batches and rebuilds dataclasses when moving them to a device
 class GenerationRequest:
     """One counselor turn to generate: where it is, its prompt tokens and the reference text."""
 

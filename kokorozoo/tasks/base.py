@@ -64,8 +64,9 @@ class Task(LightningModule):
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {optimizer!r}")
         self.save_hyperparameters()
-        self.hparams.lora = _settings(LoraSettings, lora)
-        self.hparams.tiny = _settings(TinyConfig, tiny)
+        self.lora, self.tiny = _settings(LoraSettings, lora), _settings(TinyConfig, tiny)
+        # plain values in hparams, so checkpoints load with torch.load(weights_only=True)
+        self.hparams.lora, self.hparams.tiny = _jsonable(self.lora), _jsonable(self.tiny)
         self.strict_loading = False
         self.model: torch.nn.Module | None = None
         self._tokenizer = None
@@ -75,7 +76,7 @@ class Task(LightningModule):
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.hparams.backbone, self.hparams.tiny)
+            self._tokenizer = load_tokenizer(self.hparams.backbone, self.tiny)
         return self._tokenizer
 
     def load_backbone(self) -> Backbone:
@@ -84,9 +85,9 @@ class Task(LightningModule):
             hp.backbone,
             quantization=hp.quantization,
             compute_dtype=hp.compute_dtype,
-            lora=hp.lora,
+            lora=self.lora,
             gradient_checkpointing=hp.gradient_checkpointing,
-            tiny=hp.tiny,
+            tiny=self.tiny,
         )
 
     def configure_model(self) -> None:
@@ -128,6 +129,20 @@ class Task(LightningModule):
                 " it was written by another task or backbone setting"
             )
 
+    # -- export -----------------------------------------------------------------------------
+
+    def export(self, out_dir: str | os.PathLike) -> Path:
+        """Write a PEFT adapter folder (``PeftModel.from_pretrained`` loads it onto the backbone),
+        the tokenizer, and ``kokorozoo.json`` naming the task and its settings."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(out)
+        self.tokenizer.save_pretrained(out)
+        settings = {k: v for k, v in self.hparams.items() if not k.startswith("_")}
+        info = {"task": f"{type(self).__module__}.{type(self).__qualname__}", "settings": settings}
+        (out / "kokorozoo.json").write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        return out
+
     # -- outputs ----------------------------------------------------------------------------
 
     def output_path(self, name: str) -> Path:
@@ -151,13 +166,48 @@ class Task(LightningModule):
         return path
 
 
+def load_task(checkpoint: str | os.PathLike) -> Task:
+    """The task a kokorozoo checkpoint was written by, with its trained tensors loaded."""
+    import importlib
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        module, _, name = saved[CHECKPOINT_KEY]["task"].rpartition(".")
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a kokorozoo checkpoint (no {e} entry)") from None
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a file that is not a checkpoint
+        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+    cls = getattr(importlib.import_module(module), name)
+    # LightningCLI adds private entries such as _class_path; they are not init arguments
+    task = cls(**{k: v for k, v in saved["hyper_parameters"].items() if not k.startswith("_")})
+    task.configure_model()
+    task.on_load_checkpoint(saved)
+    task.load_state_dict(saved["state_dict"], strict=False)
+    task.eval()
+    return task
+
+
+def _jsonable(value: Any) -> Any:
+    import dataclasses
+
+    if dataclasses.is_dataclass(value):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
 def _settings(cls, value):
     """A settings dataclass from what a config gives (a dict, a namespace, or the object itself)."""
     if value is None or isinstance(value, cls):
         return value
     fields = dict(vars(value)) if not isinstance(value, dict) else dict(value)
-    if "target_modules" in fields:
-        fields["target_modules"] = tuple(fields["target_modules"])
+    for key in ("target_modules", "modules_to_save"):
+        if key in fields:
+            fields[key] = tuple(fields[key])
     return cls(**fields)
 
 

@@ -1,0 +1,186 @@
+"""The response task end to end through the real CLI, on the tiny backbone and the real data."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from kokorozoo.cli import main
+from kokorozoo.data import dialogue_turns
+from kokorozoo.data.encoding import dialogue_windows, encode_dialogue, per_turn_samples
+from kokorozoo.data.datamodules import pad_samples
+from kokorozoo.tasks import ResponseTask
+
+CONFIG = "configs/response.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tiny_args(small_tiny):
+    return [f"--model.init_args.tiny.{k}={v}" for k, v in vars(small_tiny).items()]
+
+
+def fit_args(small_tiny, root, *extra):
+    return [
+        "fit",
+        "--config",
+        str(ROOT / CONFIG),
+        *tiny_args(small_tiny),
+        f"--trainer.default_root_dir={root}",
+        "--trainer.max_steps=4",
+        "--trainer.val_check_interval=2",
+        "--trainer.log_every_n_steps=1",
+        "--trainer.enable_progress_bar=false",
+        "--data.init_args.limit_train=8",
+        "--data.init_args.limit_val=2",
+        "--data.init_args.batch_size=2",
+        "--data.init_args.test_turns=4",
+        "--data.init_args.max_length=1024",
+        "--data.init_args.max_new_tokens=8",
+        "--model.init_args.max_new_tokens=8",
+        "--model.init_args.warmup_steps=1",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def fitted(small_tiny, tmp_path_factory):
+    """One short 4-bit fit (validation every 2 steps) with the best checkpoint tested after."""
+    root = tmp_path_factory.mktemp("fit")
+    assert main(fit_args(small_tiny, root)) == 0
+    return root
+
+
+def run_dir(root):
+    [version] = sorted((root / "lightning_logs").iterdir())[-1:]
+    return version
+
+
+def test_fit_trains_validates_checkpoints_and_tests(fitted):
+    version = run_dir(fitted)
+    metrics = (version / "metrics.csv").read_text().splitlines()
+    header = metrics[0].split(",")
+    assert "val_loss" in header and "train_loss" in header
+    val_rows = [r for r in metrics[1:] if r.split(",")[header.index("val_loss")]]
+    assert len(val_rows) >= 2  # validation between training steps, on the 4-bit model
+    checkpoints = {p.name for p in (version / "checkpoints").iterdir()}
+    assert "last.ckpt" in checkpoints and any(n.startswith("best-") for n in checkpoints)
+    report = json.loads((version / "metrics.json").read_text())
+    assert report["turns"] == 4 and report["tokenize"] == "mecab"
+    assert set(report["metrics"]) == {"bleu1", "bleu2", "bleu3", "bleu4", "rouge1", "rouge2", "rougeL", "dist1", "dist2"}
+    rows = [json.loads(line) for line in (version / "generations.jsonl").read_text().splitlines()]
+    assert len(rows) == 4
+    assert set(rows[0]) == {"dialogue_id", "turn_index", "history_turns", "reference", "generation"}
+    assert all(isinstance(r["generation"], str) and r["reference"] for r in rows)
+
+
+def test_checkpoint_holds_only_what_is_trained(fitted):
+    ckpt = torch.load(run_dir(fitted) / "checkpoints" / "last.ckpt", weights_only=True)
+    keys = list(ckpt["state_dict"])
+    assert any("lora_" in k for k in keys)
+    assert all("lora_" in k or "modules_to_save" in k for k in keys)  # the config also trains lm_head
+    assert not any("base_layer" in k or "embed_tokens" in k for k in keys)
+    assert ckpt["kokorozoo"]["task"] == "kokorozoo.tasks.response.ResponseTask"
+    assert ckpt["optimizer_states"]
+
+
+def test_resume_from_last_checkpoint(fitted, small_tiny):
+    last = run_dir(fitted) / "checkpoints" / "last.ckpt"
+    before = torch.load(last, weights_only=True)
+    assert before["global_step"] == 4
+    assert main(fit_args(small_tiny, fitted, "--trainer.max_steps=6", f"--ckpt_path={last}", "--test_after_fit=false")) == 0
+    after = torch.load(run_dir(fitted) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert after["global_step"] == 6  # continued, not restarted
+    changed = [k for k in before["state_dict"] if not torch.equal(before["state_dict"][k], after["state_dict"][k])]
+    assert changed
+
+
+GENERATE = """
+import json, sys, torch
+from peft import PeftModel
+from kokorozoo.backbone import load_backbone, TinyConfig
+spec = json.loads(sys.argv[1])
+info = json.load(open(spec["adapter"] + "/kokorozoo.json"))["settings"]
+base = load_backbone(info["backbone"], quantization=info["quantization"], compute_dtype=info["compute_dtype"],
+                     lora=None, tiny=TinyConfig(**info["tiny"]))
+model = PeftModel.from_pretrained(base.model, spec["adapter"]).eval()
+out = model.generate(input_ids=torch.tensor([spec["prompt"]]), max_new_tokens=12, do_sample=False,
+                     pad_token_id=base.tokenizer.pad_token_id, eos_token_id=base.tokenizer.eos_token_id)
+print(json.dumps(out[0].tolist()))
+"""
+
+
+def test_export_reloads_in_a_fresh_process_with_equal_generations(fitted, tmp_path, kokorochat, capsys):
+    from kokorozoo.tasks.base import load_task
+
+    ckpt = next((run_dir(fitted) / "checkpoints").glob("best-*.ckpt"))
+    out = tmp_path / "adapter"
+    assert main(["export", str(ckpt), str(out)]) == 0
+    assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists()
+
+    task = load_task(ckpt)
+    turns = dialogue_turns(kokorochat.by_id()["10"])
+    prompt = encode_dialogue(task.tokenizer, turns).ids[:60]
+    with torch.no_grad():
+        here = task.model.generate(
+            input_ids=torch.tensor([prompt]), max_new_tokens=12, do_sample=False,
+            pad_token_id=task.tokenizer.pad_token_id, eos_token_id=task.tokenizer.eos_token_id,
+        )[0].tolist()
+    proc = subprocess.run(
+        [sys.executable, "-c", GENERATE, json.dumps({"adapter": str(out), "prompt": prompt})],
+        capture_output=True, text=True, check=True,
+    )
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == here
+    assert len(here) > len(prompt)
+
+
+def test_dialogue_and_per_turn_modes_sum_to_the_same_loss(small_tiny, kokorochat):
+    task = ResponseTask(tiny=small_tiny, quantization="none", compute_dtype="float32")
+    task.configure_model()
+    task.model.eval()  # no dropout: both modes see the same function
+    encoded = encode_dialogue(task.tokenizer, dialogue_turns(kokorochat.by_id()["10"]))
+    pad = task.tokenizer.pad_token_id
+    with torch.no_grad():
+        whole, whole_count = task.summed_loss(pad_samples(dialogue_windows(encoded, 4096), pad))
+        per_turn = [task.summed_loss(pad_samples([s], pad)) for s in per_turn_samples(encoded, 4096)]
+    assert int(whole_count) == sum(int(c) for _, c in per_turn) > 100
+    assert float(whole) == pytest.approx(sum(float(l) for l, _ in per_turn), rel=1e-4)
+
+
+def test_missing_model_is_one_line(small_tiny, tmp_path, capsys):
+    args = fit_args(small_tiny, tmp_path, "--model.init_args.backbone=no-such-org/no-such-model")
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no-such-org/no-such-model" in err[0] and "offline" in err[0]
+
+
+def test_wrong_config_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  class_path: ResponseTask\n  init_args:\n    learning_rate_typo: 1\n")
+    assert main(["fit", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "learning_rate_typo" in err[0]
+
+
+@pytest.mark.parametrize("subset", ["low", "high", "full"])
+def test_paper_configs_hold_the_papers_settings(subset, capsys):
+    path = ROOT / "configs" / "paper" / f"response_{subset}.yaml"
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--config", str(path), "--print_config"])
+    assert stop.value.code in (0, None)
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    model, data, trainer = cfg["model"]["init_args"], cfg["data"]["init_args"], cfg["trainer"]
+    assert model["backbone"] == "tokyotech-llm/Llama-3.1-Swallow-8B-Instruct-v0.3"
+    assert (model["quantization"], model["compute_dtype"]) == ("nf4", "bfloat16")
+    assert model["lora"] == {
+        "r": 8, "alpha": 16, "dropout": 0.05,
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        "modules_to_save": [],
+    }
+    assert (model["optimizer"], model["lr"], model["warmup_steps"]) == ("adamw_8bit", 1e-3, 100)
+    assert (data["subset"], data["batch_size"], data["max_length"]) == (subset, 8, 4096)
+    assert (trainer["max_epochs"], trainer["val_check_interval"]) == (5, 400)
+    assert cfg["model"]["class_path"].endswith("ResponseTask")
