@@ -25,6 +25,8 @@ class ResponseTask(Task):
 
     Args:
         max_new_tokens: longest generated turn in test/predict.
+        min_new_tokens: shortest generated turn (0, the paper's greedy decoding, lets the model end
+            at once; the tiny configs set a few so an untrained model still has text to score).
         metrics_tokenize: how Japanese is tokenized for the metrics: ``mecab`` (words, the default),
             ``char`` or ``none`` (whitespace).
         **kwargs: backbone and optimizer settings, see :class:`kokorozoo.tasks.base.Task`.
@@ -32,7 +34,7 @@ class ResponseTask(Task):
 
     monitor, mode = "val_loss", "min"
 
-    def __init__(self, max_new_tokens: int = 256, metrics_tokenize: str = "mecab", **kwargs):
+    def __init__(self, max_new_tokens: int = 256, min_new_tokens: int = 0, metrics_tokenize: str = "mecab", **kwargs):
         super().__init__(**kwargs)
         self.test_metrics = text_metrics(metrics_tokenize)
         self._generations: list[dict] = []
@@ -66,6 +68,7 @@ class ResponseTask(Task):
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
             max_new_tokens=self.hparams.max_new_tokens,
+            min_new_tokens=self.hparams.min_new_tokens,
             do_sample=False,
             eos_token_id=stop,
             pad_token_id=tokenizer.pad_token_id,
