@@ -12,16 +12,21 @@ nox.options.sessions = ["tests"]
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
+PLUGIN = "plugins/kokorozoo-topic"
+
+
 def install(session: nox.Session, *extra: str) -> None:
     session.install("torch==2.13.0")
-    session.install("-c", "constraints.txt", "-e", ".[test]", *extra)
+    session.install("-c", "constraints.txt", "-e", ".[test]", "-e", PLUGIN, *extra)
 
 
 @nox.session(python="3.11")
 def tests(session: nox.Session) -> None:
-    """Unit and CLI tests on CPU with the embedded tiny model (slow end-to-end runs excluded)."""
+    """Unit and CLI tests on CPU with the embedded tiny model, and the example plugin's tests
+    (slow end-to-end runs excluded)."""
     install(session)
-    session.run("pytest", "-m", "not slow", "--benchmark-disable", *session.posargs, env=OFFLINE)
+    paths = session.posargs or ["tests", f"{PLUGIN}/tests"]
+    session.run("pytest", "-m", "not slow", "--benchmark-disable", *paths, env=OFFLINE)
 
 
 @nox.session(python="3.11")

@@ -1,0 +1,148 @@
+"""Topic classification: a linear head on the backbone's final hidden state at the last token of
+the rendered dialogue (what a causal model has read everything by), trained with cross-entropy
+beside the LoRA adapters. Evaluated with accuracy and macro-F1 over the 11 topics, beside the
+constant majority-topic baseline."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from kokorozoo.backbone import Backbone
+from kokorozoo.tasks.base import Task
+from kokorozoo_topic.data import NUM_TOPICS, TOPICS
+
+
+def topic_metrics() -> MetricCollection:
+    """Accuracy (micro: the share of dialogues right) and macro-F1 (every topic counts the same)."""
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(NUM_TOPICS, average="micro"),
+            "macro_f1": MulticlassF1Score(NUM_TOPICS, average="macro"),
+        }
+    )
+
+
+def last_token_states(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The hidden state of each row's last real token (rows are right-padded)."""
+    last = attention_mask.sum(dim=1) - 1
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+class TopicTask(Task):
+    """Classify a dialogue's main topic (``topic.main_en``, 11 classes) with a QLoRA backbone.
+
+    The head (a linear layer, float32) is trained with the adapters and saved in the checkpoint
+    with them; the best checkpoint is the one with the highest validation macro-F1.
+
+    Args:
+        head_dropout: dropout on the pooled hidden state before the head.
+        **kwargs: backbone and optimizer settings, see :class:`kokorozoo.tasks.base.Task`.
+    """
+
+    monitor, mode = "val_macro_f1", "max"
+
+    def __init__(self, head_dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.head: torch.nn.Linear | None = None
+        self.dropout = torch.nn.Dropout(head_dropout)
+        self.val_metrics = topic_metrics().clone(prefix="val_")
+        self.test_metrics = topic_metrics().clone(prefix="test_")
+        self.test_per_topic = MulticlassF1Score(NUM_TOPICS, average=None)
+        self._rows: list[dict] = []
+
+    def configure_heads(self, backbone: Backbone) -> None:
+        device = backbone.model.get_input_embeddings().weight.device
+        self.head = torch.nn.Linear(backbone.model.config.hidden_size, NUM_TOPICS, device=device)
+
+    def _decoder(self) -> torch.nn.Module:
+        """The transformer without its language-model head (LoRA layers are inside it)."""
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        return base.get_decoder()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Topic logits, one row per dialogue."""
+        hidden = self._decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        pooled = last_token_states(hidden, attention_mask).float()
+        return self.head(self.dropout(pooled))
+
+    def _logits(self, batch: dict) -> torch.Tensor:
+        return self(batch["input_ids"], batch["attention_mask"])
+
+    # -- training and validation ------------------------------------------------------------
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = F.cross_entropy(self._logits(batch), batch["labels"])
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        logits = self._logits(batch)
+        size = len(batch["labels"])
+        self.log("val_loss", F.cross_entropy(logits, batch["labels"]), prog_bar=True, batch_size=size)
+        self.val_metrics.update(logits, batch["labels"])
+        self.log_dict(self.val_metrics, prog_bar=True, batch_size=size)
+
+    # -- test and predict --------------------------------------------------------------------
+
+    def _prediction_rows(self, batch: dict, logits: torch.Tensor) -> list[dict]:
+        probs = logits.softmax(dim=-1)
+        best = probs.argmax(dim=-1)
+        rows = []
+        for i, dialogue_id in enumerate(batch["dialogue_ids"]):
+            row = {
+                "dialogue_id": dialogue_id,
+                "predicted": TOPICS[int(best[i])],
+                "probabilities": {topic: round(float(p), 6) for topic, p in zip(TOPICS, probs[i])},
+            }
+            if "labels" in batch:
+                row = {"dialogue_id": dialogue_id, "topic": TOPICS[int(batch["labels"][i])], **row}
+            rows.append(row)
+        return rows
+
+    def on_test_epoch_start(self) -> None:
+        self._rows = []
+        self.test_metrics.reset()
+        self.test_per_topic.reset()
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        logits = self._logits(batch)
+        self.test_metrics.update(logits, batch["labels"])
+        self.test_per_topic.update(logits, batch["labels"])
+        self._rows += self._prediction_rows(batch, logits)
+
+    def on_test_epoch_end(self) -> None:
+        values = {name: float(value) for name, value in self.test_metrics.compute().items()}
+        self.log_dict(values)
+        per_topic = dict(zip(TOPICS, (float(v) for v in self.test_per_topic.compute())))
+        report = {"task": "topic", "dialogues": len(self._rows), "metrics": values, "per_topic_f1": per_topic}
+        baseline = self._majority_baseline()
+        if baseline is not None:
+            report["baseline"] = baseline
+        self.write_jsonl("predictions.jsonl", self._rows)
+        self.write_json("metrics.json", report)
+
+    def _majority_baseline(self) -> dict | None:
+        """Always predicting the training part's most frequent topic, scored on the same test rows."""
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        majority = getattr(datamodule, "majority_topic", None)
+        if majority is None or not self._rows:
+            return None
+        gold = torch.tensor([TOPICS.index(r["topic"]) for r in self._rows])
+        constant = torch.full_like(gold, majority)
+        metrics = topic_metrics()
+        metrics.update(F.one_hot(constant, NUM_TOPICS).float(), gold)
+        return {"predicts": TOPICS[majority], **{k: float(v) for k, v in metrics.compute().items()}}
+
+    def on_predict_epoch_start(self) -> None:
+        self._rows = []
+
+    def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
+        rows = self._prediction_rows(batch, self._logits(batch))
+        self._rows += rows
+        return rows
+
+    def on_predict_epoch_end(self) -> None:
+        self.write_jsonl("predictions.jsonl", self._rows)
