@@ -2,11 +2,16 @@
 
 A datamodule gets its tokenizer from the task (``connect``), because the tokenizer belongs to the
 backbone the task loads; ``kokorozoo`` connects them before training starts.
+
+Score prediction's answer format (:func:`format_scores`) and its inverse (:func:`parse_scores`)
+live here beside :class:`ScoreDataModule`, which writes the answers the models learn.
 """
 
 from __future__ import annotations
 
 import random
+import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -15,7 +20,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
-from kokorozoo.data.dialogue import dialogue_turns
+from kokorozoo.data.dialogue import Turn, dialogue_turns
 from kokorozoo.data.encoding import (
     IGNORE_INDEX,
     dialogue_windows,
@@ -23,8 +28,16 @@ from kokorozoo.data.encoding import (
     generation_prompt,
     per_turn_samples,
 )
-from kokorozoo.data.kokorochat import Dialogue, KokoroChat, OnError, load_kokorochat
-from kokorozoo.data.splits import Split, response_split
+from kokorozoo.data.kokorochat import (
+    FEEDBACK_ITEMS,
+    ITEM_MAX,
+    NUM_ITEMS,
+    Dialogue,
+    KokoroChat,
+    OnError,
+    load_kokorochat,
+)
+from kokorozoo.data.splits import Split, response_split, score_split
 
 DEFAULT_SYSTEM_PROMPT = None
 
@@ -226,6 +239,150 @@ class ResponseDataModule(KokoroChatDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self._samples["test"], self.eval_batch_size, False, self._collate_generate)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+
+# ---------------------------------------------------------------------------------------------
+# Score prediction: the instruction, the one answer format and its parser, the datamodule
+
+#: The request that follows the dialogue (a user message): predict the client's 20 ratings, in the
+#: answer format, with each item named as the Japanese review form names it.
+SCORE_INSTRUCTION = (
+    "以上のカウンセリング対話について、相談者（クライアント）が対話後に付けた評価を予測してください。"
+    "次の20項目をそれぞれ0から5の整数で、「D1: 3」のように1行に1項目ずつ、D1からD20の順に答えてください。\n"
+    + "\n".join(f"D{i}: {item.jp}" for i, item in enumerate(FEEDBACK_ITEMS, start=1))
+)
+
+# "D<item>: <value>" after NFKC (full-width letters, digits and colons become ASCII); the value is
+# the whole number that follows, sign and decimals included, so "35", "-1" and "3.5" are seen whole
+# and rejected rather than read as 3.
+_SCORE_LINE = re.compile(r"(?<![0-9A-Za-z_])D[ \t]*(\d{1,2})[ \t]*[:=][ \t]*([+-]?\d+(?:\.\d+)?)", re.IGNORECASE)
+_LEVELS = {str(level): float(level) for level in range(ITEM_MAX + 1)}
+
+
+def format_scores(scores: Sequence[int]) -> str:
+    """The answer a score model is trained to write: one line per item, ``D1: 3`` .. ``D20: 5``."""
+    if len(scores) != NUM_ITEMS:
+        raise ValueError(f"expected {NUM_ITEMS} scores, got {len(scores)}")
+    return "\n".join(f"D{i}: {int(value)}" for i, value in enumerate(scores, start=1))
+
+
+def parse_scores(text: object) -> torch.Tensor:
+    """The 20 scores in a model's answer, float Tensor[20] with NaN for every item it lacks; never
+    raises. Rules: NFKC first; each ``D<n>: <value>`` anywhere (text around it is ignored) sets
+    item n (1-20; other numbers are ignored); a value must be one digit 0-5 (``6``, ``-1``, ``3.5``
+    make the item invalid); an item given twice counts only if both values agree."""
+    scores = torch.full((NUM_ITEMS,), float("nan"))
+    if not isinstance(text, str):
+        return scores
+    seen: dict[int, float] = {}
+    for number, value in _SCORE_LINE.findall(unicodedata.normalize("NFKC", text)):
+        item = int(number) - 1
+        if not 0 <= item < NUM_ITEMS:
+            continue
+        score = _LEVELS.get(value, float("nan"))
+        seen[item] = score if item not in seen or seen[item] == score else float("nan")
+    for item, score in seen.items():
+        scores[item] = score
+    return scores
+
+
+@dataclass
+class ScoreSample:
+    """One dialogue for score prediction: prompt + answer tokens, labels on the answer only, and
+    the gold scores. ``input_ids[:prompt_length]`` is the prompt that generation and heads see."""
+
+    dialogue_id: str
+    input_ids: list[int]
+    labels: list[int]
+    prompt_length: int
+    scores: list[int]
+
+    @property
+    def prompt_ids(self) -> list[int]:
+        return self.input_ids[: self.prompt_length]
+
+
+def collate_scores(samples: Sequence[ScoreSample], pad_id: int) -> dict:
+    """A batch for either score task: ``input_ids``/``labels``/``attention_mask`` right-padded
+    (prompt + answer, for the answer's loss), ``prompt`` left-padded (for generation and for the
+    heads, which read the last position), the gold ``scores`` [B, 20] and the ``dialogue_ids``."""
+    batch = pad_samples([(s.input_ids, s.labels) for s in samples], pad_id)
+    prompt = pad_prompts(samples, pad_id)  # type: ignore[arg-type]  # reads only .prompt_ids
+    del prompt["requests"]
+    batch["prompt"] = prompt
+    batch["scores"] = torch.tensor([s.scores for s in samples], dtype=torch.long)
+    batch["dialogue_ids"] = [s.dialogue_id for s in samples]
+    return batch
+
+
+class ScoreDataModule(KokoroChatDataModule):
+    """Score prediction (the paper's Table 5): the paper's random 8:1:1 split (:func:`score_split`:
+    the test tenth fixed, ``seed`` draws train/validation), the whole merged dialogue in.
+
+    A sample is ONE chat-template rendering (:func:`encode_dialogue`) of the dialogue's turns, then
+    :data:`SCORE_INSTRUCTION` as a user turn and the gold :func:`format_scores` answer as an
+    assistant turn; labels cover only the answer and its end-of-turn token. A dialogue longer than
+    ``max_length`` keeps its latest turns (cut at a turn boundary, inside the last turn only when
+    not even that fits) and always the instruction and the answer. The prompt is the sample up to
+    the answer's text, so generation and the heads see exactly the tokens training saw.
+
+    Args:
+        instruction: the request after the dialogue.
+        system_prompt: an optional system message before the dialogue.
+        **kwargs: see :class:`KokoroChatDataModule`.
+    """
+
+    def __init__(self, instruction: str = SCORE_INSTRUCTION, system_prompt: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.instruction, self.system_prompt = instruction, system_prompt
+        self._samples: dict[str, list[ScoreSample]] = {}
+
+    def make_split(self, dialogues: Sequence[Dialogue]) -> Split:
+        return score_split(dialogues, self.seed)
+
+    def sample(self, dialogue: Dialogue) -> ScoreSample:
+        turns = dialogue_turns(dialogue) + [
+            Turn("client", self.instruction, 0),  # user: the request
+            Turn("counselor", format_scores(dialogue.feedback.items), 0),  # assistant: the answer
+        ]
+        encoded = encode_dialogue(self._require_tokenizer(), turns, self.system_prompt)
+        answer = len(turns) - 1
+        request = encoded.prefix + encoded.ends[answer] - encoded.starts[answer - 1]
+        if request > self.max_length:
+            raise ValueError(
+                f"max_length {self.max_length} cannot hold the instruction and the answer ({request} tokens)"
+            )
+        ids, labels = encoded.clipped(encoded.ends[answer], self.max_length, [answer])
+        answer_length = encoded.ends[answer] - encoded.content_starts[answer]
+        return ScoreSample(dialogue.id, ids, labels, len(ids) - answer_length, list(dialogue.feedback.items))
+
+    def setup(self, stage: str | None = None) -> None:
+        parts = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for part in parts.get(stage, ("train", "val", "test")):
+            if part not in self._samples:
+                dialogues = getattr(self.split, part)
+                self._samples[part] = [self.sample(d) for d in _progress(dialogues, f"Encoding {part}")]
+
+    def train_scores(self) -> torch.Tensor:
+        """The gold scores of the whole training part of this seed's split (never cut by
+        ``limit_train``), LongTensor[N, 20]: what the constant per-item-mode baseline is fit on."""
+        train = self.make_split(self.data.dialogues).train
+        return torch.tensor([d.feedback.items for d in train], dtype=torch.long)
+
+    def _collate(self, samples: Sequence[ScoreSample]) -> dict:
+        return collate_scores(samples, self._require_tokenizer().pad_token_id)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self._samples["train"], self.batch_size, True, self._collate)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self._samples["val"], self.eval_batch_size, False, self._collate)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self._samples["test"], self.eval_batch_size, False, self._collate)
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()

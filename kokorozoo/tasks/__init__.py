@@ -2,5 +2,6 @@
 
 from kokorozoo.tasks.base import Task
 from kokorozoo.tasks.response import ResponseTask
+from kokorozoo.tasks.score import ScoreHeadsTask, ScoreTask
 
-__all__ = ["ResponseTask", "Task"]
+__all__ = ["ResponseTask", "ScoreHeadsTask", "ScoreTask", "Task"]

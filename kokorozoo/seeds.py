@@ -1,0 +1,165 @@
+"""Run a score-prediction config once per seed and report mean ± std, as the paper's Table 5 does
+(five seeds; the test tenth is the same for all, the seed draws train/validation and initializes
+the adapters), with the constant per-item-mode baseline beside the model.
+
+Run five seeds, then aggregate (anything after ``--`` goes to every ``kokorozoo fit``)::
+
+    python -m kokorozoo.seeds --config configs/paper/score.yaml --seeds 0 1 2 3 4 --out runs/seeds/score
+    python -m kokorozoo.seeds --config configs/score.yaml --seeds 0 1 -- --trainer.max_epochs=2
+
+Aggregate runs that already exist (``metrics.json`` files, or folders searched for them)::
+
+    python -m kokorozoo.seeds --aggregate runs/seeds/score [--out DIR]
+
+Each seed runs ``kokorozoo fit --config CONFIG --seed_everything=S --data.init_args.seed=S`` in
+its own process, writing everything (checkpoints, logs, ``predictions.jsonl``, ``metrics.json``)
+to ``OUT/seed_S/``. The summary goes to ``OUT/summary.json`` and ``OUT/summary.csv`` (one row a
+seed, then ``mean`` and ``std``) and is printed as a table. ``std`` is the sample standard
+deviation (n - 1), the usual choice for "mean ± std over runs".
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+#: The columns of a summary: the model's test metrics, then the baseline's.
+COLUMNS = ("acc", "acc_soft", "mae", "invalid", "baseline_acc", "baseline_acc_soft", "baseline_mae")
+HEADERS = ("ACC", "ACC_soft", "MAE", "invalid", "base ACC", "base ACC_soft", "base MAE")
+PAPER_SEEDS = (0, 1, 2, 3, 4)
+
+
+def find_metrics(paths: Iterable[str | Path]) -> list[Path]:
+    """``metrics.json`` files: each path is one, or a folder searched recursively (sorted)."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(path.rglob("metrics.json"))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder")
+    return found
+
+
+def run_row(path: Path) -> dict:
+    """One run's overall numbers from its ``metrics.json`` (written by a score task's test)."""
+    report = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        model, baseline = report["metrics"], report["baseline"]
+        row = {k: model[k] for k in ("acc", "acc_soft", "mae", "invalid")}
+        row.update({f"baseline_{k}": baseline[k] for k in ("acc", "acc_soft", "mae")})
+    except (KeyError, TypeError):
+        raise ValueError(f"{path}: not a score-prediction metrics.json") from None
+    return {"run": str(path), "task": report.get("task"), "seed": report.get("seed"), **row}
+
+
+def aggregate(paths: Sequence[Path]) -> dict:
+    """Per-run rows and, per column, mean, sample std (0 for one run) and n."""
+    if not paths:
+        raise ValueError("no metrics.json to aggregate")
+    rows = [run_row(p) for p in paths]
+    tasks = sorted({str(r["task"]) for r in rows})
+    if len(tasks) > 1:
+        raise ValueError(f"the runs are of different tasks ({', '.join(tasks)}): aggregate one task at a time")
+    summary = {}
+    for column in COLUMNS:
+        values = [float(r[column]) for r in rows]
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        summary[column] = {"mean": statistics.fmean(values), "std": std, "n": len(values)}
+    return {"runs": rows, "summary": summary}
+
+
+def _number(column: str, value: float) -> str:
+    return f"{value:.4f}" if column.endswith("mae") else f"{value:.0f}" if column == "invalid" else f"{value:.2f}"
+
+
+def format_table(result: dict) -> str:
+    """The runs and their mean ± std as a fixed-width table (ACC in %, MAE on the 0-5 scale)."""
+    summary = result["summary"]
+    cells = [["seed", *HEADERS]]
+    for row in result["runs"]:
+        cells.append([str(row["seed"]), *(_number(c, row[c]) for c in COLUMNS)])
+    cells.append(
+        ["mean ± std", *(f"{_number(c, summary[c]['mean'])} ± {_number(c, summary[c]['std'])}" for c in COLUMNS)]
+    )
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in cells)
+
+
+def write_summary(result: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    with open(out / "summary.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["seed", *COLUMNS])
+        for row in result["runs"]:
+            writer.writerow([row["seed"], *(row[c] for c in COLUMNS)])
+        for stat in ("mean", "std"):
+            writer.writerow([stat, *(result["summary"][c][stat] for c in COLUMNS)])
+
+
+def fit_command(config: str, seed: int, out: Path, extra: Sequence[str]) -> list[str]:
+    """The ``kokorozoo fit`` of one seed; ``extra`` comes last so it can override anything."""
+    folder = out / f"seed_{seed}"
+    return [
+        sys.executable, "-m", "kokorozoo.cli", "fit", "--config", config,
+        f"--seed_everything={seed}", f"--data.init_args.seed={seed}",
+        f"--trainer.default_root_dir={folder}", f"--model.init_args.output_dir={folder}",
+        *extra,
+    ]  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    extra = args[args.index("--") + 1 :] if "--" in args else []
+    args = args[: args.index("--")] if "--" in args else args
+    parser = argparse.ArgumentParser(
+        prog="python -m kokorozoo.seeds",
+        description="Fit a score-prediction config once per seed, then print and save mean ± std of ACC, "
+        "ACC_soft and MAE with the constant baseline beside them. Options after -- go to every kokorozoo fit.",
+    )
+    parser.add_argument("--config", help="the config to fit (e.g. configs/paper/score.yaml)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(PAPER_SEEDS), help="default: 0 1 2 3 4")
+    parser.add_argument("--out", help="where runs and the summary go (default: runs/seeds/<config name>)")
+    parser.add_argument(
+        "--aggregate", nargs="+", metavar="PATH", help="only aggregate: metrics.json files or folders holding them"
+    )
+    opts = parser.parse_args(args)
+    if bool(opts.config) == bool(opts.aggregate):
+        parser.error("give either --config (to run seeds) or --aggregate (to summarize existing runs)")
+
+    failed = []
+    if opts.aggregate:
+        out = Path(opts.out) if opts.out else None
+        paths = opts.aggregate
+    else:
+        out = Path(opts.out or Path("runs") / "seeds" / Path(opts.config).stem)
+        for seed in opts.seeds:
+            print(f"== seed {seed}: {out / f'seed_{seed}'}", flush=True)
+            if subprocess.run(fit_command(opts.config, seed, out, extra)).returncode != 0:
+                failed.append(seed)
+        paths = [out / f"seed_{s}" / "metrics.json" for s in opts.seeds if s not in failed]
+    try:
+        result = aggregate(find_metrics(paths))
+    except (ValueError, FileNotFoundError) as e:
+        print(f"kokorozoo.seeds: error: {e}", file=sys.stderr)
+        return 2
+    print(format_table(result))
+    if out is not None:
+        write_summary(result, out)
+        print(f"summary: {out / 'summary.json'}, {out / 'summary.csv'}")
+    if failed:
+        print(f"kokorozoo.seeds: seeds {failed} failed (not in the summary)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

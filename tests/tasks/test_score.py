@@ -1,0 +1,308 @@
+"""The score tasks: the answer parser, the losses, both tasks end to end through the real CLI on
+the tiny backbone and the real data, the heads' export and reload in a fresh process, the paper's
+configs, and the five-seed aggregation."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from kokorozoo import seeds
+from kokorozoo.cli import main
+from kokorozoo.data import ITEM_NAMES
+from kokorozoo.data.datamodules import ScoreDataModule
+from kokorozoo.tasks import ScoreHeadsTask, ScoreTask
+from kokorozoo.tasks.response import token_losses
+from kokorozoo.tasks.score import HEADS_FILE, format_scores, parse_scores
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLD = [3, 4, 5, 0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4]
+
+
+def scores(text):
+    return [None if math.isnan(v) else int(v) for v in parse_scores(text).tolist()]
+
+
+# -- the answer format and its parser -------------------------------------------------------
+
+
+def test_format_and_parse_round_trip():
+    text = format_scores(GOLD)
+    assert text.splitlines()[:2] == ["D1: 3", "D2: 4"] and len(text.splitlines()) == 20
+    assert scores(text) == GOLD
+    assert parse_scores(text).dtype == torch.float32 and parse_scores(text).shape == (20,)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("", [None] * 20),
+        (None, [None] * 20),
+        (12345, [None] * 20),
+        ("I cannot rate this dialogue.", [None] * 20),
+        ("D1: 3\nD2: 4\nD3:", [3, 4] + [None] * 18),  # partial: cut off mid-answer
+        ("D1: 3\nD2: \nD3: 5", [3, None, 5] + [None] * 17),  # a value never comes from the next line
+        ("D1: 6\nD2: -1\nD3: 10\nD4: 3.5\nD5: +3\nD6: 35", [None] * 20),  # out of range or not 0-5
+        ("D0: 3\nD21: 4\nD100: 5\nD1: 2", [2] + [None] * 19),  # item numbers outside 1-20 are ignored
+        ("D1: " + "9" * 5000 + "\nD2: 4", [None, 4] + [None] * 18),  # a huge number is just invalid
+        ("評価です。D1: 3点、D2=4 (まあまあ)\nd3 : 5", [3, 4, 5] + [None] * 17),  # text around, = and d
+        ("Ｄ１：３\nＤ２： ４", [3, 4] + [None] * 18),  # full-width
+        ("D1: 3\nD1: 3\nD2: 4\nD2: 5", [3, None] + [None] * 18),  # duplicates: equal ok, conflicting invalid
+        ("AD1: 3 D12: 4", [None] * 11 + [4] + [None] * 8),  # D must start a label; D12 is not D1
+        ("D1: 3 D2: 4 D3: 5 D4: 0 D5: 1 D6: 2 D7: 3 D8: 4 D9: 5 D10: 0 D11: 1 D12: 2 D13: 3 D14: 4 "
+         "D15: 5 D16: 0 D17: 1 D18: 2 D19: 3 D20: 4<|eot_id|>", GOLD),  # one line works too
+    ],
+)
+def test_parser_never_raises_and_marks_what_is_invalid(text, expected):
+    assert scores(text) == expected
+
+
+def test_format_rejects_a_wrong_number_of_scores():
+    with pytest.raises(ValueError):
+        format_scores([3] * 19)
+
+
+# -- losses and the heads' reading of the prompt ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def score_batch(kokorochat, tiny_tokenizer):
+    dm = ScoreDataModule(max_length=768, limit_test=3, eval_batch_size=3)
+    dm._data = kokorochat
+    dm.connect(tiny_tokenizer)
+    dm.setup("test")
+    return dm, next(iter(dm.test_dataloader()))
+
+
+def test_answer_loss_equals_the_full_forward_loss(small_tiny, score_batch):
+    task = ScoreTask(tiny=small_tiny, quantization="none", compute_dtype="float32")
+    task.configure_model()
+    task.eval()
+    _, batch = score_batch
+    with torch.no_grad():
+        loss, count = task.loss(batch)
+        logits = task.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        total, full_count = token_losses(logits, batch["labels"])
+    assert int(count) == int(full_count) > 100  # the whole answer of every row
+    assert float(loss) == pytest.approx(float(total / full_count), rel=1e-5)
+
+
+def test_heads_read_the_same_state_whatever_the_batch(small_tiny, score_batch):
+    task = ScoreHeadsTask(tiny=small_tiny, quantization="none", compute_dtype="float32")
+    task.configure_model()
+    task.eval()
+    dm, batch = score_batch
+    lengths = batch["prompt"]["attention_mask"].sum(1)
+    assert lengths.min() < lengths.max()  # left padding is exercised
+    with torch.no_grad():
+        together = task.item_logits(batch["prompt"])
+        alone = torch.cat([task.item_logits(dm._collate([s])["prompt"]) for s in dm._samples["test"]])
+    assert together.shape == (3, 20, 6)
+    torch.testing.assert_close(together, alone, atol=1e-4, rtol=1e-4)
+
+
+# -- end to end through the CLI ------------------------------------------------------------------
+
+
+def fit_args(config, small_tiny, root, *extra):
+    return [
+        "fit",
+        "--config",
+        str(ROOT / "configs" / config),
+        *[f"--model.init_args.tiny.{k}={v}" for k, v in vars(small_tiny).items()],
+        f"--trainer.default_root_dir={root}",
+        "--trainer.max_steps=4",
+        "--trainer.val_check_interval=2",
+        "--trainer.log_every_n_steps=1",
+        "--trainer.enable_progress_bar=false",
+        "--data.init_args.limit_train=8",
+        "--data.init_args.limit_val=2",
+        "--data.init_args.limit_test=3",
+        "--data.init_args.batch_size=2",
+        "--data.init_args.max_length=768",
+        "--model.init_args.warmup_steps=1",
+        *extra,
+    ]
+
+
+def run_dir(root):
+    return sorted((root / "lightning_logs").iterdir())[-1]
+
+
+def check_outputs(version, task_name):
+    report = json.loads((version / "metrics.json").read_text())
+    assert report["task"] == task_name and report["seed"] == 0 and report["dialogues"] == 3
+    assert set(report["metrics"]) == {"acc", "acc_soft", "mae", "invalid"}
+    assert set(report["baseline"]) == {"acc", "acc_soft", "mae", "modes"}
+    assert list(report["baseline"]["modes"]) == list(ITEM_NAMES)
+    assert list(report["per_item"]) == list(ITEM_NAMES)
+    assert set(report["per_item"][ITEM_NAMES[0]]) == {
+        "acc", "acc_soft", "mae", "baseline_acc", "baseline_acc_soft", "baseline_mae"
+    }  # fmt: skip
+    rows = [json.loads(line) for line in (version / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(len(r["gold"]) == len(r["predicted"]) == 20 for r in rows)
+    assert all(p is None or 0 <= p <= 5 for r in rows for p in r["predicted"])
+    invalid = sum(p is None for r in rows for p in r["predicted"])
+    assert report["metrics"]["invalid"] == invalid
+    header = (version / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train_loss", "val_loss", "val_acc", "val_acc_soft", "val_mae", "val_invalid"} <= set(header)
+    assert set(SUMMARY) <= set(header)
+    assert any(p.name.startswith("best-") for p in (version / "checkpoints").iterdir())
+    return report, rows
+
+
+#: What the final test table shows: the model and, beside it, the baseline.
+SUMMARY = ("test_acc", "test_acc_soft", "test_mae", "test_invalid", "baseline_acc", "baseline_acc_soft", "baseline_mae")
+
+
+def test_score_task_end_to_end(small_tiny, tmp_path, capsys):
+    """Generation is cut to 8 tokens: every answer is partial, so the invalid path is exercised."""
+    assert main(fit_args("score.yaml", small_tiny, tmp_path, "--model.init_args.max_new_tokens=8")) == 0
+    out = capsys.readouterr().out
+    assert "(val_acc = " in out  # the best checkpoint is chosen by validation ACC
+    assert all(name in out for name in SUMMARY)  # the final table
+    report, rows = check_outputs(run_dir(tmp_path), "score")
+    assert all(isinstance(r["generation"], str) for r in rows)
+    assert report["metrics"]["invalid"] > 0
+
+
+@pytest.fixture(scope="module")
+def heads_fit(small_tiny, tmp_path_factory):
+    root = tmp_path_factory.mktemp("heads")
+    assert main(fit_args("score_heads.yaml", small_tiny, root)) == 0
+    return root
+
+
+def test_score_heads_task_end_to_end(heads_fit):
+    version = run_dir(heads_fit)
+    report, rows = check_outputs(version, "score-heads")
+    assert report["metrics"]["invalid"] == 0 and "generation" not in rows[0]
+    ckpt = torch.load(version / "checkpoints" / "last.ckpt", weights_only=True)
+    assert {"heads.weight", "heads.bias"} <= set(ckpt["state_dict"])
+    assert ckpt["kokorozoo"]["task"] == "kokorozoo.tasks.score.ScoreHeadsTask"
+
+
+RELOAD = """
+import json, sys, torch
+from kokorozoo.data.datamodules import ScoreDataModule
+from kokorozoo.tasks.score import ScoreHeadsTask
+task = ScoreHeadsTask.from_export(sys.argv[1])
+dm = ScoreDataModule(max_length=768, limit_test=3, eval_batch_size=3)
+dm.connect(task.tokenizer)
+dm.setup("test")
+with torch.no_grad():
+    print(json.dumps(task.item_logits(next(iter(dm.test_dataloader()))["prompt"]).tolist()))
+"""
+
+
+def test_heads_export_reload_in_a_fresh_process_predicts_the_same(heads_fit, score_batch, tmp_path):
+    from kokorozoo.tasks.base import load_task
+
+    ckpt = next((run_dir(heads_fit) / "checkpoints").glob("best-*.ckpt"))
+    out = tmp_path / "export"
+    assert main(["export", str(ckpt), str(out)]) == 0
+    assert (out / "adapter_model.safetensors").exists() and (out / HEADS_FILE).exists()
+    assert json.loads((out / "kokorozoo.json").read_text())["heads"]["file"] == HEADS_FILE
+
+    task = load_task(ckpt)
+    with torch.no_grad():
+        here = task.item_logits(score_batch[1]["prompt"])
+    proc = subprocess.run(
+        [sys.executable, "-c", RELOAD, str(out)], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    there = torch.tensor(json.loads(proc.stdout.strip().splitlines()[-1]))
+    torch.testing.assert_close(there, here, atol=1e-6, rtol=1e-6)
+    assert torch.equal(there.argmax(-1), here.argmax(-1))
+
+
+# -- the paper's configs ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant, task", [("score", "ScoreTask"), ("score_heads", "ScoreHeadsTask")])
+def test_paper_configs_hold_the_papers_settings(variant, task, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--config", str(ROOT / "configs" / "paper" / f"{variant}.yaml"), "--print_config"])
+    assert stop.value.code in (0, None)
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    model, data, trainer = cfg["model"]["init_args"], cfg["data"]["init_args"], cfg["trainer"]
+    assert cfg["model"]["class_path"].endswith(task) and cfg["data"]["class_path"].endswith("ScoreDataModule")
+    assert model["backbone"] == "tokyotech-llm/Llama-3.1-Swallow-8B-Instruct-v0.3"
+    assert (model["quantization"], model["compute_dtype"]) == ("nf4", "bfloat16")
+    assert model["lora"] == {
+        "r": 8, "alpha": 16, "dropout": 0.05,
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        "modules_to_save": [],
+    }  # fmt: skip
+    assert (model["optimizer"], model["lr"], model["warmup_steps"]) == ("adamw_torch_fused", 2e-4, 100)
+    assert data["batch_size"] == 4
+    assert trainer["max_epochs"] == 4 and trainer["check_val_every_n_epoch"] == 1
+    assert trainer["val_check_interval"] in (None, 1.0)  # validation once per epoch
+    cls = ScoreTask if task == "ScoreTask" else ScoreHeadsTask
+    assert (cls.monitor, cls.mode) == ("val_acc", "max")  # the best checkpoint by highest ACC
+
+
+# -- five seeds, mean ± std -----------------------------------------------------------------------
+
+
+def write_metrics(folder, seed, acc, acc_soft, mae, invalid=0):
+    folder.mkdir(parents=True)
+    report = {
+        "task": "score",
+        "seed": seed,
+        "metrics": {"acc": acc, "acc_soft": acc_soft, "mae": mae, "invalid": invalid},
+        "baseline": {"acc": 34.4, "acc_soft": 77.4, "mae": 0.905, "modes": {}},
+    }
+    (folder / "metrics.json").write_text(json.dumps(report))
+
+
+def test_seeds_aggregate_mean_and_sample_std(tmp_path, capsys):
+    for seed, acc in enumerate([33.0, 35.0, 37.0]):
+        write_metrics(tmp_path / "runs" / f"seed_{seed}", seed, acc, 80.0 + seed, 0.8 + seed / 100, invalid=seed)
+    assert seeds.main(["--aggregate", str(tmp_path / "runs"), "--out", str(tmp_path / "summary")]) == 0
+    summary = json.loads((tmp_path / "summary" / "summary.json").read_text())["summary"]
+    assert summary["acc"] == {"mean": 35.0, "std": 2.0, "n": 3}
+    assert summary["acc_soft"]["mean"] == pytest.approx(81.0) and summary["acc_soft"]["std"] == pytest.approx(1.0)
+    assert summary["mae"]["mean"] == pytest.approx(0.81) and summary["invalid"]["mean"] == 1.0
+    assert summary["baseline_acc"] == {"mean": pytest.approx(34.4), "std": 0.0, "n": 3}
+    table = capsys.readouterr().out
+    assert "35.00 ± 2.00" in table and "0.8100 ± 0.0100" in table and "base ACC" in table
+    csv_rows = (tmp_path / "summary" / "summary.csv").read_text().splitlines()
+    assert csv_rows[0].startswith("seed,acc,acc_soft,mae") and csv_rows[-2].startswith("mean,35.0")
+
+
+def test_seeds_run_passes_the_seed_to_fit_and_data(tmp_path):
+    cmd = seeds.fit_command("configs/score.yaml", 3, tmp_path, ["--trainer.max_steps=2"])
+    assert cmd[1:5] == ["-m", "kokorozoo.cli", "fit", "--config"]
+    assert "--seed_everything=3" in cmd and "--data.init_args.seed=3" in cmd
+    assert f"--model.init_args.output_dir={tmp_path / 'seed_3'}" in cmd and cmd[-1] == "--trainer.max_steps=2"
+
+
+def test_seeds_report_bad_input_in_one_line(tmp_path, capsys):
+    (tmp_path / "metrics.json").write_text(json.dumps({"task": "response", "metrics": {"bleu1": 1}}))
+    assert seeds.main(["--aggregate", str(tmp_path)]) == 2
+    assert "not a score-prediction metrics.json" in capsys.readouterr().err
+    write_metrics(tmp_path / "heads", 0, 30.0, 80.0, 0.9)
+    (tmp_path / "heads" / "metrics.json").write_text(
+        (tmp_path / "heads" / "metrics.json").read_text().replace('"score"', '"score-heads"')
+    )
+    write_metrics(tmp_path / "text", 0, 30.0, 80.0, 0.9)
+    assert seeds.main(["--aggregate", str(tmp_path / "heads"), str(tmp_path / "text")]) == 2
+    assert "different tasks (score, score-heads)" in capsys.readouterr().err
+    assert seeds.main(["--aggregate", str(tmp_path / "missing")]) == 2
+    assert "missing: no such file or folder" in capsys.readouterr().err
+
+
+def test_seeds_two_tiny_runs(small_tiny, tmp_path):
+    """Two seeds of the heads task through the real ``kokorozoo fit`` subprocesses (~30 s)."""
+    overrides = fit_args("score_heads.yaml", small_tiny, tmp_path)[3:]
+    overrides = [o for o in overrides if not o.startswith("--trainer.default_root_dir")]
+    code = seeds.main(["--config", str(ROOT / "configs" / "score_heads.yaml"), "--seeds", "0", "1",
+                       "--out", str(tmp_path), "--", *overrides])  # fmt: skip
+    assert code == 0
+    result = json.loads((tmp_path / "summary.json").read_text())
+    assert [r["seed"] for r in result["runs"]] == [0, 1] and result["summary"]["acc"]["n"] == 2
