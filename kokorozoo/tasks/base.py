@@ -100,6 +100,24 @@ class Task(LightningModule):
     def configure_heads(self, backbone: Backbone) -> None:
         """Add task-specific trainable modules on top of the backbone (none by default)."""
 
+    @torch.no_grad()
+    def generate_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
+                      min_new_tokens: int = 0) -> list[str]:
+        """Greedy continuations of left-padded prompts, stopping at the end of the assistant turn."""
+        tokenizer = self.tokenizer
+        stop = [tokenizer.convert_tokens_to_ids(t) for t in ("<|eot_id|>", "<|end_of_text|>")]
+        stop = [t for t in stop if t is not None and t != tokenizer.unk_token_id] or [tokenizer.eos_token_id]
+        out = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens,
+            do_sample=False,
+            eos_token_id=stop,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        return tokenizer.batch_decode(out[:, input_ids.shape[1] :], skip_special_tokens=True)
+
     # -- optimization -----------------------------------------------------------------------
 
     def configure_optimizers(self):
@@ -145,6 +163,10 @@ class Task(LightningModule):
 
     # -- outputs ----------------------------------------------------------------------------
 
+    def _writes(self) -> bool:
+        """Only the first process writes files (every rank runs test/predict under DDP)."""
+        return self._trainer is None or self.trainer.is_global_zero
+
     def output_path(self, name: str) -> Path:
         """A file in the output folder: ``output_dir`` or the run's log folder."""
         folder = self.hparams.output_dir or (self.trainer.log_dir if self._trainer else None) or "."
@@ -153,11 +175,15 @@ class Task(LightningModule):
 
     def write_json(self, name: str, obj: Any) -> Path:
         path = self.output_path(name)
+        if not self._writes():
+            return path
         path.write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         return path
 
     def write_jsonl(self, name: str, rows: list[dict]) -> Path:
         path = self.output_path(name)
+        if not self._writes():
+            return path
         tmp = path.with_suffix(path.suffix + ".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
             for row in rows:

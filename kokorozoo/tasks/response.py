@@ -59,22 +59,10 @@ class ResponseTask(Task):
 
     # -- test and predict: greedy generation of the next counselor turn ----------------------
 
-    @torch.no_grad()
     def generate(self, batch: dict) -> list[str]:
-        tokenizer = self.tokenizer
-        stop = [tokenizer.convert_tokens_to_ids(t) for t in ("<|eot_id|>", "<|end_of_text|>")]
-        stop = [t for t in stop if t is not None and t != tokenizer.unk_token_id] or [tokenizer.eos_token_id]
-        out = self.model.generate(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            max_new_tokens=self.hparams.max_new_tokens,
-            min_new_tokens=self.hparams.min_new_tokens,
-            do_sample=False,
-            eos_token_id=stop,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        new = out[:, batch["input_ids"].shape[1] :]
-        return [text.strip() for text in tokenizer.batch_decode(new, skip_special_tokens=True)]
+        hp = self.hparams
+        texts = self.generate_text(batch["input_ids"], batch["attention_mask"], hp.max_new_tokens, hp.min_new_tokens)
+        return [text.strip() for text in texts]
 
     def _generation_rows(self, batch: dict) -> list[dict]:
         texts = self.generate(batch)

@@ -225,6 +225,129 @@ class ScoreTask(_ScoreTask):
     @torch.no_grad()
     def generate(self, prompt: dict) -> list[str]:
         """Greedy answers to left-padded prompts, up to the end of the assistant turn."""
+        return self.generate_text(prompt["input_ids"], prompt["attention_mask"], self.hparams.max_new_tokens)
+
+    def loss(self, batch: dict) -> tuple[Tensor, Tensor]:
+        """The training loss and its weight (how many terms it averages)."""
+        raise NotImplementedError
+
+    def predict_scores(self, batch: dict) -> tuple[Tensor, list[dict]]:
+        """Predicted scores [B, 20] (NaN = invalid) and extra per-dialogue fields for the JSONL."""
+        raise NotImplementedError
+
+    def validation_outputs(self, batch: dict) -> tuple[Tensor, Tensor, Tensor]:
+        """Loss, its weight and the predictions; a variant may share one forward between them."""
+        return *self.loss(batch), self.predict_scores(batch)[0]
+
+    def final_hidden(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor | None = None) -> Tensor:
+        decoder, _ = decoder_of(self.model)
+        return decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
+
+    # -- steps ------------------------------------------------------------------------------------
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        loss, weight = self.loss(batch)
+        self.log("train_loss", loss, prog_bar=True, batch_size=int(weight))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss, weight, preds = self.validation_outputs(batch)
+        self.log("val_loss", loss, batch_size=int(weight))
+        self.val_metrics.update(preds, batch["scores"])
+
+    def on_validation_epoch_end(self) -> None:
+        values = summary(self.val_metrics)
+        self.log_dict({f"val_{k}": float(v) for k, v in values.items()}, prog_bar=True)
+        self.val_metrics.reset()
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        preds, extras = self.predict_scores(batch)
+        gold = batch["scores"]
+        self.test_metrics.update(preds, gold)
+        self.baseline_metrics.update(constant_predictions(self._modes, len(gold)).to(gold.device), gold)
+        self._rows += prediction_rows(batch, preds, extras)
+
+    def on_test_epoch_start(self) -> None:
+        self._rows = []
+        self.test_metrics.reset()
+        self.baseline_metrics.reset()
+        self._modes = self._baseline_modes()
+
+    def on_test_epoch_end(self) -> None:
+        model, baseline = summary(self.test_metrics), summary(self.baseline_metrics)
+        self.log_dict({f"test_{k}": float(v) for k, v in model.items()})
+        self.log_dict({f"baseline_{k}": float(baseline[k]) for k in METRICS})
+        columns = {k: self.test_metrics[k].per_item().tolist() for k in METRICS}
+        columns.update({f"baseline_{k}": self.baseline_metrics[k].per_item().tolist() for k in METRICS})
+        per_item = {name: {k: values[i] for k, values in columns.items()} for i, name in enumerate(ITEM_NAMES)}
+        self.write_jsonl("predictions.jsonl", self._rows)
+        self.write_json(
+            "metrics.json",
+            {
+                "task": self.task_name,
+                "seed": getattr(self.trainer.datamodule, "seed", None),
+                "dialogues": len(self._rows),
+                "metrics": model,
+                "baseline": {**{k: baseline[k] for k in METRICS}, "modes": dict(zip(ITEM_NAMES, self._modes.tolist()))},
+                "per_item": per_item,
+            },
+        )
+
+    def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
+        rows = prediction_rows(batch, *self.predict_scores(batch))
+        self._rows += rows
+        return rows
+
+    def on_predict_epoch_start(self) -> None:
+        self._rows = []
+
+    def on_predict_epoch_end(self) -> None:
+        self.write_jsonl("predictions.jsonl", self._rows)
+
+    def _baseline_modes(self) -> Tensor:
+        """Each item's mode on the datamodule's whole training part."""
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if not hasattr(datamodule, "train_scores"):
+            raise RuntimeError(f"{type(self).__name__} is tested with a ScoreDataModule (for the baseline)")
+        return item_modes(datamodule.train_scores())
+
+
+def summary(metrics) -> dict[str, float]:
+    """ACC, ACC_soft, MAE and the invalid count of a score metric collection."""
+    values = {k: float(v) for k, v in metrics.compute().items()}
+    return {**values, "invalid": metrics["acc"].invalid_count()}
+
+
+def prediction_rows(batch: dict, preds: Tensor, extras: list[dict]) -> list[dict]:
+    """Per-dialogue records: id, gold scores and predicted scores (null where invalid)."""
+    return [
+        {
+            "dialogue_id": dialogue_id,
+            "gold": gold.tolist(),
+            "predicted": [None if torch.isnan(v) else int(v) for v in pred],
+            **extra,
+        }
+        for dialogue_id, gold, pred, extra in zip(batch["dialogue_ids"], batch["scores"], preds.cpu(), extras)
+    ]
+
+
+class ScoreTask(_ScoreTask):
+    """Score prediction as text: learn to write the answer (:func:`format_scores`), validate and
+    test greedy generations read by :func:`parse_scores`.
+
+    Args:
+        max_new_tokens: the longest generated answer (the full answer is about 120 tokens).
+        **kwargs: backbone and optimizer settings, see :class:`kokorozoo.tasks.base.Task`.
+    """
+
+    task_name = "score"
+
+    def __init__(self, max_new_tokens: int = 160, **kwargs):
+        super().__init__(**kwargs)
+
+    @torch.no_grad()
+    def generate(self, prompt: dict) -> list[str]:
+        """Greedy answers to left-padded prompts, up to the end of the assistant turn."""
         tokenizer = self.tokenizer
         stop = [tokenizer.convert_tokens_to_ids(t) for t in ("<|eot_id|>", "<|end_of_text|>")]
         stop = [t for t in stop if t is not None and t != tokenizer.unk_token_id] or [tokenizer.eos_token_id]
