@@ -126,16 +126,23 @@ class KokoroChatDataModule(LightningDataModule):
         )
 
 
+def pad_ids(sequences: Sequence[Sequence[int]], value: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad token lists into a [B, W] tensor and its attention mask; ``left`` for prompts that
+    generation (or a last-token head) continues from the right edge."""
+    width = max(len(seq) for seq in sequences)
+    padded = torch.full((len(sequences), width), value, dtype=torch.long)
+    attention = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        cols = slice(width - len(seq), width) if left else slice(0, len(seq))
+        padded[row, cols] = torch.tensor(seq, dtype=torch.long)
+        attention[row, cols] = 1
+    return padded, attention
+
+
 def pad_samples(samples: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad (input_ids, labels) pairs into a batch with an attention mask."""
-    width = max(len(ids) for ids, _ in samples)
-    input_ids = torch.full((len(samples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(samples), width), IGNORE_INDEX, dtype=torch.long)
-    attention = torch.zeros((len(samples), width), dtype=torch.long)
-    for row, (ids, labs) in enumerate(samples):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        labels[row, : len(labs)] = torch.tensor(labs)
-        attention[row, : len(ids)] = 1
+    input_ids, attention = pad_ids([ids for ids, _ in samples], pad_id)
+    labels, _ = pad_ids([labels for _, labels in samples], IGNORE_INDEX)
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
 
 
@@ -152,12 +159,7 @@ class GenerationRequest:
 
 def pad_prompts(requests: Sequence[GenerationRequest], pad_id: int) -> dict:
     """Left-pad prompts (generation continues from the right edge)."""
-    width = max(len(r.prompt_ids) for r in requests)
-    input_ids = torch.full((len(requests), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(requests), width), dtype=torch.long)
-    for row, r in enumerate(requests):
-        input_ids[row, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
-        attention[row, width - len(r.prompt_ids) :] = 1
+    input_ids, attention = pad_ids([r.prompt_ids for r in requests], pad_id, left=True)
     return {"input_ids": input_ids, "attention_mask": attention, "requests": list(requests)}
 
 
@@ -310,9 +312,8 @@ def collate_scores(samples: Sequence[ScoreSample], pad_id: int) -> dict:
     (prompt + answer, for the answer's loss), ``prompt`` left-padded (for generation and for the
     heads, which read the last position), the gold ``scores`` [B, 20] and the ``dialogue_ids``."""
     batch = pad_samples([(s.input_ids, s.labels) for s in samples], pad_id)
-    prompt = pad_prompts(samples, pad_id)  # type: ignore[arg-type]  # reads only .prompt_ids
-    del prompt["requests"]
-    batch["prompt"] = prompt
+    prompt_ids, prompt_attention = pad_ids([s.prompt_ids for s in samples], pad_id, left=True)
+    batch["prompt"] = {"input_ids": prompt_ids, "attention_mask": prompt_attention}
     batch["scores"] = torch.tensor([s.scores for s in samples], dtype=torch.long)
     batch["dialogue_ids"] = [s.dialogue_id for s in samples]
     return batch

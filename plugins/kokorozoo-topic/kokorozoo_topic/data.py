@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from kokorozoo.data import Dialogue, Split, dialogue_turns, score_split
-from kokorozoo.data.datamodules import KokoroChatDataModule
+from kokorozoo.data.datamodules import KokoroChatDataModule, pad_ids
 from kokorozoo.data.encoding import EncodedDialogue, encode_dialogue
 
 #: The 11 main topics (``topic.main_en``) in class-index order (alphabetical); a checkpoint's head
@@ -91,12 +91,7 @@ class TopicSample:
 
 def collate_topics(samples: Sequence[TopicSample], pad_id: int) -> dict:
     """Right-padded ``input_ids`` and ``attention_mask``, ``labels`` and the ``dialogue_ids``."""
-    width = max(len(s.input_ids) for s in samples)
-    input_ids = torch.full((len(samples), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(samples), width), dtype=torch.long)
-    for row, s in enumerate(samples):
-        input_ids[row, : len(s.input_ids)] = torch.tensor(s.input_ids)
-        attention[row, : len(s.input_ids)] = 1
+    input_ids, attention = pad_ids([s.input_ids for s in samples], pad_id)
     return {
         "input_ids": input_ids,
         "attention_mask": attention,
