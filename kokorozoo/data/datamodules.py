@@ -157,12 +157,6 @@ class GenerationRequest:
     reference: str
 
 
-def pad_prompts(requests: Sequence[GenerationRequest], pad_id: int) -> dict:
-    """Left-pad prompts (generation continues from the right edge)."""
-    input_ids, attention = pad_ids([r.prompt_ids for r in requests], pad_id, left=True)
-    return {"input_ids": input_ids, "attention_mask": attention, "requests": list(requests)}
-
-
 class ResponseDataModule(KokoroChatDataModule):
     """Response generation (the paper's Kokoro-Low/High/Full): learn every counselor turn.
 
@@ -230,8 +224,11 @@ class ResponseDataModule(KokoroChatDataModule):
     def _collate_train(self, samples):
         return pad_samples(samples, self._require_tokenizer().pad_token_id)
 
-    def _collate_generate(self, requests):
-        return pad_prompts(requests, self._require_tokenizer().pad_token_id)
+    @staticmethod
+    def _collate_generate(requests):
+        """The requests as they are: the task generates from their token lists (padding, when its
+        way of generating needs any, is done there)."""
+        return {"requests": list(requests)}
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self._samples["train"], self.batch_size, True, self._collate_train)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import torch
 from lightning.pytorch import LightningModule
 
 from kokorozoo.backbone import Backbone, LoraSettings, TinyConfig, load_backbone, load_tokenizer
+from kokorozoo.generation import generate_per_prompt, generate_shared_prefix, shared_prefix_supported, stop_token_ids
 
 OPTIMIZERS = ("adamw", "adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit")
 CHECKPOINT_KEY = "kokorozoo"
@@ -101,22 +103,19 @@ class Task(LightningModule):
         """Add task-specific trainable modules on top of the backbone (none by default)."""
 
     @torch.no_grad()
-    def generate_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
-                      min_new_tokens: int = 0) -> list[str]:
-        """Greedy continuations of left-padded prompts, stopping at the end of the assistant turn."""
+    def generate_text(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, min_new_tokens: int = 0,
+                      shared_prefix: bool = False) -> list[str]:
+        """Greedy continuations of ``prompts`` (token lists), each stopping at the end of the
+        assistant turn. ``shared_prefix`` computes the history that prompts share once (see
+        :mod:`kokorozoo.generation`); otherwise one ``generate`` call on the left-padded batch."""
         tokenizer = self.tokenizer
-        stop = [tokenizer.convert_tokens_to_ids(t) for t in ("<|eot_id|>", "<|end_of_text|>")]
-        stop = [t for t in stop if t is not None and t != tokenizer.unk_token_id] or [tokenizer.eos_token_id]
-        out = self.model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            max_new_tokens=max_new_tokens,
-            min_new_tokens=min_new_tokens,
-            do_sample=False,
-            eos_token_id=stop,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        return tokenizer.batch_decode(out[:, input_ids.shape[1] :], skip_special_tokens=True)
+        settings = dict(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                        stop_ids=stop_token_ids(tokenizer), pad_id=tokenizer.pad_token_id)
+        if shared_prefix and shared_prefix_supported(self.model):
+            new_tokens = generate_shared_prefix(self.model, prompts, batch_size=len(prompts), **settings)
+        else:
+            new_tokens = generate_per_prompt(self.model, prompts, **settings)
+        return tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
     # -- optimization -----------------------------------------------------------------------
 

@@ -3,12 +3,16 @@ ROUGE and Distinct on Japanese tokens (the paper's Table 4)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 
 from kokorozoo.data.encoding import IGNORE_INDEX
 from kokorozoo.metrics import text_metrics
 from kokorozoo.tasks.base import Task
+
+GENERATION_MODES = ("shared_prefix", "generate")
 
 
 def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,13 +33,20 @@ class ResponseTask(Task):
             at once; the tiny configs set a few so an untrained model still has text to score).
         metrics_tokenize: how Japanese is tokenized for the metrics: ``mecab`` (words, the default),
             ``char`` or ``none`` (whitespace).
+        generation: ``shared_prefix`` (default) runs the history that a batch's prompts share
+            through the model once and decodes all prompts together (see
+            :mod:`kokorozoo.generation`); ``generate`` calls ``model.generate`` on the left-padded
+            batch. Both decode greedily; keep test batches in dialogue order for the sharing.
         **kwargs: backbone and optimizer settings, see :class:`kokorozoo.tasks.base.Task`.
     """
 
     monitor, mode = "val_loss", "min"
 
-    def __init__(self, max_new_tokens: int = 256, min_new_tokens: int = 0, metrics_tokenize: str = "mecab", **kwargs):
+    def __init__(self, max_new_tokens: int = 256, min_new_tokens: int = 0, metrics_tokenize: str = "mecab",
+                 generation: Literal["shared_prefix", "generate"] = "shared_prefix", **kwargs):
         super().__init__(**kwargs)
+        if generation not in GENERATION_MODES:
+            raise ValueError(f"generation must be one of {', '.join(GENERATION_MODES)}, got {generation!r}")
         self.test_metrics = text_metrics(metrics_tokenize)
         self._generations: list[dict] = []
 
@@ -61,7 +72,8 @@ class ResponseTask(Task):
 
     def generate(self, batch: dict) -> list[str]:
         hp = self.hparams
-        texts = self.generate_text(batch["input_ids"], batch["attention_mask"], hp.max_new_tokens, hp.min_new_tokens)
+        prompts = [r.prompt_ids for r in batch["requests"]]
+        texts = self.generate_text(prompts, hp.max_new_tokens, hp.min_new_tokens, hp.generation == "shared_prefix")
         return [text.strip() for text in texts]
 
     def _generation_rows(self, batch: dict) -> list[dict]:

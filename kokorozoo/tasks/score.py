@@ -67,6 +67,7 @@ from kokorozoo.backbone import Backbone, load_backbone
 from kokorozoo.data.datamodules import format_scores, parse_scores
 from kokorozoo.data.encoding import IGNORE_INDEX
 from kokorozoo.data.kokorochat import ITEM_MAX, ITEM_NAMES, NUM_ITEMS
+from kokorozoo.generation import unpadded
 from kokorozoo.metrics import constant_predictions, item_modes, score_metrics
 from kokorozoo.tasks.base import Task
 
@@ -225,7 +226,7 @@ class ScoreTask(_ScoreTask):
     @torch.no_grad()
     def generate(self, prompt: dict) -> list[str]:
         """Greedy answers to left-padded prompts, up to the end of the assistant turn."""
-        return self.generate_text(prompt["input_ids"], prompt["attention_mask"], self.hparams.max_new_tokens)
+        return self.generate_text(unpadded(prompt["input_ids"], prompt["attention_mask"]), self.hparams.max_new_tokens)
 
     def loss(self, batch: dict) -> tuple[Tensor, Tensor]:
         """Next-token cross-entropy on the answer's tokens; the LM head runs only where a label
