@@ -36,15 +36,25 @@ def slow(session: nox.Session) -> None:
     session.run("pytest", "-m", "slow", "--benchmark-disable", *session.posargs, env=OFFLINE)
 
 
+#: The saved run every benchmark is compared against (benchmarks/baseline/<machine>/0001_*.json),
+#: and how much slower its fastest round may be before the session fails: the fastest round moves
+#: little with background load, and a real regression here (a lost cache, a per-turn path) costs 2x+.
+BASELINE = "0001"
+COMPARE_FAIL = "min:50%"
+
+
 @nox.session(python="3.11")
 def benchmarks(session: nox.Session) -> None:
-    """pytest-benchmark suites; compare against the saved baseline in benchmarks/baseline."""
-    install(session)
+    """pytest-benchmark suites (latency, generation, training, TRL's SFTTrainer), compared against
+    the saved baseline. Save a new one with `nox -s benchmarks -- --benchmark-save=NAME`."""
+    install(session, "-r", "benchmarks/requirements.txt")
     session.run(
         "pytest",
         "benchmarks",
         "--benchmark-only",
         "--benchmark-storage=file://benchmarks/baseline",
+        f"--benchmark-compare={BASELINE}",
+        f"--benchmark-compare-fail={COMPARE_FAIL}",
         *session.posargs,
         env=OFFLINE,
     )
