@@ -1,5 +1,6 @@
 """Every kind of bad input: one clear error naming the file and the field; `skip` loses nothing."""
 
+import gc
 import json
 import shutil
 import subprocess
@@ -91,6 +92,7 @@ def test_invalid_json(folder):
     (folder / "998.json").write_text('{"dialogue": [', encoding="utf-8")
     with pytest.raises(DataError, match=r"998.json: <json>: invalid JSON at line 1"):
         load_kokorochat(folder)
+    assert gc.isenabled()  # the loader pauses the cyclic collector and gives it back, even on errors
 
 
 def test_non_utf8_bytes(folder):
