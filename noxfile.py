@@ -4,6 +4,8 @@ Each session installs torch 2.13.0 (the CPU build) first and constrains every la
 constraints.txt, so no CUDA packages are ever pulled in.
 """
 
+from pathlib import Path
+
 import nox
 
 nox.options.reuse_venv = "yes"
@@ -39,6 +41,7 @@ def slow(session: nox.Session) -> None:
 #: The saved run every benchmark is compared against (benchmarks/baseline/<machine>/0001_*.json),
 #: and how much slower its fastest round may be before the session fails: the fastest round moves
 #: little with background load, and a real regression here (a lost cache, a per-turn path) costs 2x+.
+STORAGE = "benchmarks/baseline"
 BASELINE = "0001"
 COMPARE_FAIL = "min:50%"
 
@@ -46,15 +49,25 @@ COMPARE_FAIL = "min:50%"
 @nox.session(python="3.11")
 def benchmarks(session: nox.Session) -> None:
     """pytest-benchmark suites (latency, generation, training, TRL's SFTTrainer), compared against
-    the saved baseline. Save a new one with `nox -s benchmarks -- --benchmark-save=NAME`."""
+    the saved baseline. Arguments go to pytest: a file to run one suite, `--benchmark-save=NAME` to
+    save a run (the baseline is the run numbered BASELINE)."""
     install(session, "-r", "benchmarks/requirements.txt")
+    machine = session.run(
+        "python", "-c", "from pytest_benchmark.utils import get_machine_id; print(get_machine_id())", silent=True
+    ).strip()
+    if any(Path(STORAGE, machine).glob(f"{BASELINE}_*.json")):
+        compare = [f"--benchmark-compare={BASELINE}", f"--benchmark-compare-fail={COMPARE_FAIL}"]
+    else:
+        session.warn(f"no saved baseline for {machine} in {STORAGE}: measuring without comparing")
+        compare = []
+    named = any(Path(arg.split("::")[0]).exists() for arg in session.posargs)
+    paths = [] if named else ["benchmarks"]  # a suite named in the arguments runs alone
     session.run(
         "pytest",
-        "benchmarks",
+        *paths,
         "--benchmark-only",
-        "--benchmark-storage=file://benchmarks/baseline",
-        f"--benchmark-compare={BASELINE}",
-        f"--benchmark-compare-fail={COMPARE_FAIL}",
+        f"--benchmark-storage=file://{STORAGE}",
+        *compare,
         *session.posargs,
         env=OFFLINE,
     )
