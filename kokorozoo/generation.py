@@ -7,8 +7,9 @@ are prefixes of one another through the model once: that single forward gives th
 of every prompt (its first positions) and the first new token of every prompt (the logits at its
 last position). The continuations of all prompts are then decoded together, one batched step per
 new token, each row attending to its own prefix of the cache (left-padded, as ``generate`` pads a
-batch). The result is the same greedy decoding as :func:`generate_per_prompt`, token for token up
-to floating-point reassociation (tested equal in float32 and bfloat16 on the tiny model).
+batch). The result is the same greedy decoding as ``generate``: tested identical token for token
+in float32, and in bfloat16 identical to ``generate`` on the same batch (different batch shapes use
+differently rounding kernels, in ``generate`` too, which can flip a near-tied token).
 """
 
 from __future__ import annotations
@@ -18,9 +19,19 @@ from dataclasses import dataclass
 
 import torch
 
-#: Generation settings that ``generate`` would apply even when decoding greedily; the shared-prefix
-#: decoder does not implement them, so a model that sets one is generated with ``generate``.
-_UNSUPPORTED = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "encoder_repetition_penalty": 1.0}
+#: Generation-config settings that ``generate`` applies even when decoding greedily, with their
+#: neutral values; the shared-prefix decoder implements none of them, so a model that sets one is
+#: generated with ``generate``.
+_GENERATE_ONLY = {
+    "num_beams": 1, "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0, "sequence_bias": None, "bad_words_ids": None, "suppress_tokens": None,
+    "begin_suppress_tokens": None, "forced_bos_token_id": None, "forced_eos_token_id": None, "min_length": 0,
+    "exponential_decay_length_penalty": None, "guidance_scale": 1.0, "watermarking_config": None,
+    "remove_invalid_values": False,
+}
+#: RoPE variants whose frequencies depend on the longest position in the forward: a prefill over a
+#: whole chain would not equal a prefill over one prompt.
+_LENGTH_DEPENDENT_ROPE = {"dynamic", "longrope"}
 
 
 def stop_token_ids(tokenizer) -> list[int]:
@@ -30,16 +41,25 @@ def stop_token_ids(tokenizer) -> list[int]:
 
 
 def shared_prefix_supported(model) -> bool:
-    """False when the model's generation config asks for processing only ``generate`` applies."""
-    config = getattr(model, "generation_config", None)
-    return all(getattr(config, name, neutral) in (None, neutral) for name, neutral in _UNSUPPORTED.items())
+    """Whether the shared-prefix decoder gives ``generate``'s greedy tokens for ``model``: a model
+    with full attention in every layer (a sliding window keeps only the latest keys, so a prompt's
+    prefix could not be cut from a longer chain's cache), position-independent RoPE scaling, and no
+    generation setting from ``_GENERATE_ONLY``."""
+    generation = getattr(model, "generation_config", None)
+    if any(getattr(generation, name, neutral) not in (None, neutral) for name, neutral in _GENERATE_ONLY.items()):
+        return False
+    config = model.config
+    if getattr(config, "sliding_window", None) or any(t != "full_attention" for t in getattr(config, "layer_types", None) or ()):
+        return False
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    return rope.get("rope_type", rope.get("type")) not in _LENGTH_DEPENDENT_ROPE
 
 
 @torch.no_grad()
-def generate_per_prompt(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, min_new_tokens: int,
+def generate_padded(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, min_new_tokens: int,
                         stop_ids: Sequence[int], pad_id: int) -> list[list[int]]:
-    """Greedy continuations through ``model.generate`` on one left-padded batch of ``prompts``
-    (a list of one prompt gives the plain one-``generate``-per-turn way)."""
+    """Greedy continuations through one ``model.generate`` call on ``prompts`` left-padded into a
+    batch (a list of one prompt gives the plain one-``generate``-per-turn way)."""
     from kokorozoo.data.datamodules import pad_ids
 
     device = _device(model)
@@ -58,12 +78,13 @@ def generate_per_prompt(model, prompts: Sequence[Sequence[int]], max_new_tokens:
 
 @dataclass
 class _Row:
-    """One prompt waiting to be decoded: its index, its cache (views into its chain's cache, one
-    (keys, values) pair per layer) and the logits of its first new token."""
+    """One prompt waiting to be decoded: its index in the request, its length in tokens, its cache
+    (views into its chain's cache, one (keys, values) pair per layer; dropped once copied into the
+    decoding batch) and the logits of its first new token."""
 
     index: int
     length: int
-    cache: list[tuple[torch.Tensor, torch.Tensor]]
+    cache: list[tuple[torch.Tensor, torch.Tensor]] | None
     logits: torch.Tensor
 
 
@@ -72,15 +93,17 @@ def generate_shared_prefix(model, prompts: Sequence[Sequence[int]], max_new_toke
                            stop_ids: Sequence[int], pad_id: int, batch_size: int = 16) -> list[list[int]]:
     """Greedy continuations of ``prompts`` (each up to and including its first stop token), with one
     forward per prefix chain and ``batch_size`` prompts decoded together."""
+    if max_new_tokens <= 0:  # as generate
+        raise ValueError(f"max_new_tokens must be greater than 0, but is {max_new_tokens}")
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
     results: list[list[int]] = [[] for _ in prompts]
-    if max_new_tokens <= 0:
-        return results
     pending: list[_Row] = []
     for chain, members in prefix_chains(prompts):
         pending += _prefill(model, chain, [(i, len(prompts[i])) for i in members])
         while len(pending) >= batch_size:
-            _decode(model, pending[:batch_size], results, max_new_tokens, min_new_tokens, stop_ids, pad_id)
-            pending = pending[batch_size:]
+            rows, pending = pending[:batch_size], pending[batch_size:]
+            _decode(model, rows, results, max_new_tokens, min_new_tokens, stop_ids, pad_id)
     if pending:
         _decode(model, pending, results, max_new_tokens, min_new_tokens, stop_ids, pad_id)
     return results
@@ -108,6 +131,8 @@ def _prefill(model, sequence: list[int], members: list[tuple[int, int]]) -> list
     device = _device(model)
     ends = torch.tensor([length - 1 for _, length in members], device=device)
     out = model(input_ids=torch.tensor([sequence], device=device), use_cache=True, logits_to_keep=ends)
+    if out.logits.shape[1] != len(members):
+        raise RuntimeError(f"{type(model).__name__} ignored logits_to_keep: use generation='generate' with it")
     layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
     logits = out.logits[0].float()
     return [
@@ -123,8 +148,10 @@ def _decode(model, rows: list[_Row], results: list[list[int]], max_new_tokens: i
 
     device = _device(model)
     width = max(row.length for row in rows)
-    cache = DynamicCache(ddp_cache_data=[_left_padded([row.cache[layer] for row in rows], width)
-                                         for layer in range(len(rows[0].cache))])
+    layers = range(len(rows[0].cache))  # one layer's padded copy at a time (the cache copies it again)
+    cache = DynamicCache(ddp_cache_data=(_left_padded([row.cache[layer] for row in rows], width) for layer in layers))
+    for row in rows:
+        row.cache = None
     attention_mask = torch.zeros(len(rows), width, dtype=torch.long, device=device)
     for r, row in enumerate(rows):
         attention_mask[r, width - row.length :] = 1
@@ -147,7 +174,6 @@ def _decode(model, rows: list[_Row], results: list[list[int]], max_new_tokens: i
             attention_mask=attention_mask,
             position_ids=positions + step,
             past_key_values=cache,
-            cache_position=torch.tensor([width + step], device=device),
             use_cache=True,
         )
         logits = out.logits[:, -1].float()

@@ -6,7 +6,7 @@ from kokorozoo.data import dialogue_turns, response_split
 from kokorozoo.data.datamodules import GenerationRequest
 from kokorozoo.data.encoding import encode_dialogue, generation_prompt
 from kokorozoo.generation import (
-    generate_per_prompt,
+    generate_padded,
     generate_shared_prefix,
     prefix_chains,
     shared_prefix_supported,
@@ -55,7 +55,7 @@ def test_equals_one_generate_per_turn_in_float32(float32_task):
     first = generate_shared_prefix(task.model, prompts[:1], batch_size=1, **settings)[0]
     settings = {**settings, "stop_ids": settings["stop_ids"] + [first[MIN_NEW + 1]]}
     shared = generate_shared_prefix(task.model, prompts, batch_size=5, **settings)
-    alone = [generate_per_prompt(task.model, [p], **settings)[0] for p in prompts]
+    alone = [generate_padded(task.model, [p], **settings)[0] for p in prompts]
     assert shared == alone
     assert min(len(t) for t in shared) < MAX_NEW
     assert all(len(t) >= MIN_NEW for t in shared)
@@ -67,26 +67,56 @@ def test_equals_generate_on_the_same_batch_in_bfloat16(small_tiny, kokorochat):
     the reference is ``generate`` on the same batch."""
     task, prompts, settings = task_and_prompts(small_tiny, kokorochat, "bfloat16", max_length=4096)
     shared = generate_shared_prefix(task.model, prompts, batch_size=len(prompts), **settings)
-    assert shared == generate_per_prompt(task.model, prompts, **settings)
+    assert shared == generate_padded(task.model, prompts, **settings)
 
 
-def test_generation_settings_only_generate_applies_are_detected(float32_task):
-    model = float32_task[0].model
-    assert shared_prefix_supported(model)
-    model.generation_config.repetition_penalty = 1.2
-    try:
-        assert not shared_prefix_supported(model)
-    finally:
-        model.generation_config.repetition_penalty = 1.0
+@pytest.mark.parametrize(
+    "where, name, value",
+    [
+        ("generation_config", "repetition_penalty", 1.2),
+        ("generation_config", "suppress_tokens", [5]),
+        ("generation_config", "num_beams", 4),
+        ("generation_config", "forced_eos_token_id", 2),
+        ("config", "sliding_window", 512),
+        ("config", "rope_scaling", {"rope_type": "dynamic", "factor": 2.0}),
+    ],
+)
+def test_models_only_generate_serves_fall_back_to_it(float32_task, monkeypatch, where, name, value):
+    task, prompts, _ = float32_task
+    assert shared_prefix_supported(task.model)
+    monkeypatch.setattr(getattr(task.model, where), name, value, raising=False)
+    assert not shared_prefix_supported(task.model)
+    if where == "generation_config":  # generate_text then calls generate (which applies it)
+        monkeypatch.setattr("kokorozoo.tasks.base.generate_shared_prefix", None)
+        assert task.generate_text(prompts[:1], 2, shared_prefix=True)
+
+
+def test_bad_requests_are_refused_as_generate_refuses_them(float32_task):
+    task, prompts, settings = float32_task
+    with pytest.raises(ValueError, match="max_new_tokens must be greater than 0"):
+        generate_shared_prefix(task.model, prompts, **{**settings, "max_new_tokens": 0})
+    with pytest.raises(ValueError, match="at least one token"):
+        generate_shared_prefix(task.model, [prompts[0], []], **settings)
+
+
+def test_one_new_token_and_repeated_prompts(float32_task):
+    task, prompts, settings = float32_task
+    settings = {**settings, "max_new_tokens": 1, "min_new_tokens": 0}
+    twice = [prompts[0], prompts[3], prompts[0]]
+    shared = generate_shared_prefix(task.model, twice, **settings)
+    assert shared == [generate_padded(task.model, [p], **settings)[0] for p in twice]
+    assert [len(t) for t in shared] == [1, 1, 1]
 
 
 def test_response_task_modes_generate_the_same_text(float32_task):
     task, prompts, _ = float32_task
     batch = {"requests": [GenerationRequest("d", i, i, p, "") for i, p in enumerate(prompts)]}
-    task.hparams.generation = "shared_prefix"
     shared = task.generate(batch)
     task.hparams.generation = "generate"
-    assert shared == task.generate(batch)
+    try:
+        assert shared == task.generate(batch)
+    finally:
+        task.hparams.generation = "shared_prefix"
     assert any(shared)
 
 

@@ -9,6 +9,7 @@ so :meth:`Task.on_load_checkpoint` checks by hand that every trained tensor is t
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,9 @@ import torch
 from lightning.pytorch import LightningModule
 
 from kokorozoo.backbone import Backbone, LoraSettings, TinyConfig, load_backbone, load_tokenizer
-from kokorozoo.generation import generate_per_prompt, generate_shared_prefix, shared_prefix_supported, stop_token_ids
+from kokorozoo.generation import generate_padded, generate_shared_prefix, shared_prefix_supported, stop_token_ids
+
+log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adamw", "adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit")
 CHECKPOINT_KEY = "kokorozoo"
@@ -111,10 +114,15 @@ class Task(LightningModule):
         tokenizer = self.tokenizer
         settings = dict(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
                         stop_ids=stop_token_ids(tokenizer), pad_id=tokenizer.pad_token_id)
-        if shared_prefix and shared_prefix_supported(self.model):
+        if shared_prefix and not shared_prefix_supported(self.model):
+            if not getattr(self, "_warned_generate", False):
+                log.warning("this model's attention or generation config needs generate: not sharing prefixes")
+                self._warned_generate = True
+            shared_prefix = False
+        if shared_prefix:
             new_tokens = generate_shared_prefix(self.model, prompts, batch_size=len(prompts), **settings)
         else:
-            new_tokens = generate_per_prompt(self.model, prompts, **settings)
+            new_tokens = generate_padded(self.model, prompts, **settings)
         return tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
     # -- optimization -----------------------------------------------------------------------
