@@ -57,7 +57,7 @@ def shared_prefix_supported(model) -> bool:
 
 @torch.no_grad()
 def generate_padded(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, min_new_tokens: int,
-                        stop_ids: Sequence[int], pad_id: int) -> list[list[int]]:
+                    stop_ids: Sequence[int], pad_id: int) -> list[list[int]]:
     """Greedy continuations through one ``model.generate`` call on ``prompts`` left-padded into a
     batch (a list of one prompt gives the plain one-``generate``-per-turn way)."""
     from kokorozoo.data.datamodules import pad_ids

@@ -88,7 +88,8 @@ def test_models_only_generate_serves_fall_back_to_it(float32_task, monkeypatch, 
     assert not shared_prefix_supported(task.model)
     if where == "generation_config":  # generate_text then calls generate (which applies it)
         monkeypatch.setattr("kokorozoo.tasks.base.generate_shared_prefix", None)
-        assert task.generate_text(prompts[:1], 2, shared_prefix=True)
+        with pytest.warns(UserWarning, match="not sharing their prefixes"):
+            assert task.generate_text(prompts[:1], 2, shared_prefix=True)
 
 
 def test_bad_requests_are_refused_as_generate_refuses_them(float32_task):

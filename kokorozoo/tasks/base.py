@@ -9,8 +9,8 @@ so :meth:`Task.on_load_checkpoint` checks by hand that every trained tensor is t
 from __future__ import annotations
 
 import json
-import logging
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,6 @@ from lightning.pytorch import LightningModule
 
 from kokorozoo.backbone import Backbone, LoraSettings, TinyConfig, load_backbone, load_tokenizer
 from kokorozoo.generation import generate_padded, generate_shared_prefix, shared_prefix_supported, stop_token_ids
-
-log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adamw", "adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit")
 CHECKPOINT_KEY = "kokorozoo"
@@ -115,9 +113,8 @@ class Task(LightningModule):
         settings = dict(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
                         stop_ids=stop_token_ids(tokenizer), pad_id=tokenizer.pad_token_id)
         if shared_prefix and not shared_prefix_supported(self.model):
-            if not getattr(self, "_warned_generate", False):
-                log.warning("this model's attention or generation config needs generate: not sharing prefixes")
-                self._warned_generate = True
+            warnings.warn("this model's attention or generation config needs generate: prompts are not sharing"
+                          " their prefixes", stacklevel=2)  # shown once
             shared_prefix = False
         if shared_prefix:
             new_tokens = generate_shared_prefix(self.model, prompts, batch_size=len(prompts), **settings)
