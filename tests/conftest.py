@@ -56,3 +56,32 @@ def tiny_tokenizer(small_tiny, tiny_cache):
     from kokorozoo.backbone import load_tokenizer
 
     return load_tokenizer("tiny", small_tiny, cache_dir=tiny_cache)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def short_fit_args(small_tiny):
+    """``kokorozoo fit`` arguments for a shipped config cut to a few seconds: the small tiny
+    backbone, 4 steps validated every 2, 8 training and 2 validation dialogues, batch 2."""
+
+    def args(config: str, root, *extra: str) -> list[str]:
+        return [
+            "fit",
+            "--config",
+            str(REPO / "configs" / config),
+            *[f"--model.init_args.tiny.{k}={v}" for k, v in vars(small_tiny).items()],
+            f"--trainer.default_root_dir={root}",
+            "--trainer.max_steps=4",
+            "--trainer.val_check_interval=2",
+            "--trainer.log_every_n_steps=1",
+            "--trainer.enable_progress_bar=false",
+            "--data.init_args.limit_train=8",
+            "--data.init_args.limit_val=2",
+            "--data.init_args.batch_size=2",
+            "--model.init_args.warmup_steps=1",
+            *extra,
+        ]
+
+    return args

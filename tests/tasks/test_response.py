@@ -15,42 +15,28 @@ from kokorozoo.data.encoding import dialogue_windows, encode_dialogue, per_turn_
 from kokorozoo.data.datamodules import pad_samples
 from kokorozoo.tasks import ResponseTask
 
-CONFIG = "configs/response.yaml"
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def tiny_args(small_tiny):
-    return [f"--model.init_args.tiny.{k}={v}" for k, v in vars(small_tiny).items()]
-
-
-def fit_args(small_tiny, root, *extra):
-    return [
-        "fit",
-        "--config",
-        str(ROOT / CONFIG),
-        *tiny_args(small_tiny),
-        f"--trainer.default_root_dir={root}",
-        "--trainer.max_steps=4",
-        "--trainer.val_check_interval=2",
-        "--trainer.log_every_n_steps=1",
-        "--trainer.enable_progress_bar=false",
-        "--data.init_args.limit_train=8",
-        "--data.init_args.limit_val=2",
-        "--data.init_args.batch_size=2",
-        "--data.init_args.test_turns=4",
-        "--data.init_args.max_length=1024",
-        "--data.init_args.max_new_tokens=8",
-        "--model.init_args.max_new_tokens=8",
-        "--model.init_args.warmup_steps=1",
-        *extra,
-    ]
+#: What the response tests add to the short fit: few test turns, short prompts and generations.
+RESPONSE_ARGS = (
+    "--data.init_args.test_turns=4",
+    "--data.init_args.max_length=1024",
+    "--data.init_args.max_new_tokens=8",
+    "--model.init_args.max_new_tokens=8",
+)
 
 
 @pytest.fixture(scope="module")
-def fitted(small_tiny, tmp_path_factory):
+def fit_args(short_fit_args):
+    return lambda root, *extra: short_fit_args("response.yaml", root, *RESPONSE_ARGS, *extra)
+
+
+@pytest.fixture(scope="module")
+def fitted(fit_args, tmp_path_factory):
     """One short 4-bit fit (validation every 2 steps) with the best checkpoint tested after."""
     root = tmp_path_factory.mktemp("fit")
-    assert main(fit_args(small_tiny, root)) == 0
+    assert main(fit_args(root)) == 0
     return root
 
 
@@ -87,11 +73,11 @@ def test_checkpoint_holds_only_what_is_trained(fitted):
     assert ckpt["optimizer_states"]
 
 
-def test_resume_from_last_checkpoint(fitted, small_tiny):
+def test_resume_from_last_checkpoint(fitted, fit_args):
     last = run_dir(fitted) / "checkpoints" / "last.ckpt"
     before = torch.load(last, weights_only=True)
     assert before["global_step"] == 4
-    assert main(fit_args(small_tiny, fitted, "--trainer.max_steps=6", f"--ckpt_path={last}", "--test_after_fit=false")) == 0
+    assert main(fit_args(fitted, "--trainer.max_steps=6", f"--ckpt_path={last}", "--test_after_fit=false")) == 0
     after = torch.load(run_dir(fitted) / "checkpoints" / "last.ckpt", weights_only=True)
     assert after["global_step"] == 6  # continued, not restarted
     changed = [k for k in before["state_dict"] if not torch.equal(before["state_dict"][k], after["state_dict"][k])]
@@ -150,8 +136,8 @@ def test_dialogue_and_per_turn_modes_sum_to_the_same_loss(small_tiny, kokorochat
     assert float(whole) == pytest.approx(sum(float(l) for l, _ in per_turn), rel=1e-4)
 
 
-def test_missing_model_is_one_line(small_tiny, tmp_path, capsys):
-    args = fit_args(small_tiny, tmp_path, "--model.init_args.backbone=no-such-org/no-such-model")
+def test_missing_model_is_one_line(fit_args, tmp_path, capsys):
+    args = fit_args(tmp_path, "--model.init_args.backbone=no-such-org/no-such-model")
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no-such-org/no-such-model" in err[0] and "offline" in err[0]

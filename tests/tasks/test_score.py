@@ -109,25 +109,12 @@ def test_heads_read_the_same_state_whatever_the_batch(small_tiny, score_batch):
 # -- end to end through the CLI ------------------------------------------------------------------
 
 
-def fit_args(config, small_tiny, root, *extra):
-    return [
-        "fit",
-        "--config",
-        str(ROOT / "configs" / config),
-        *[f"--model.init_args.tiny.{k}={v}" for k, v in vars(small_tiny).items()],
-        f"--trainer.default_root_dir={root}",
-        "--trainer.max_steps=4",
-        "--trainer.val_check_interval=2",
-        "--trainer.log_every_n_steps=1",
-        "--trainer.enable_progress_bar=false",
-        "--data.init_args.limit_train=8",
-        "--data.init_args.limit_val=2",
-        "--data.init_args.limit_test=3",
-        "--data.init_args.batch_size=2",
-        "--data.init_args.max_length=768",
-        "--model.init_args.warmup_steps=1",
-        *extra,
-    ]
+@pytest.fixture(scope="module")
+def fit_args(short_fit_args):
+    """The short fit of either score config, with 3 test dialogues and prompts of 768 tokens."""
+    return lambda config, root, *extra: short_fit_args(
+        config, root, "--data.init_args.limit_test=3", "--data.init_args.max_length=768", *extra
+    )
 
 
 def run_dir(root):
@@ -160,9 +147,9 @@ def check_outputs(version, task_name):
 SUMMARY = ("test_acc", "test_acc_soft", "test_mae", "test_invalid", "baseline_acc", "baseline_acc_soft", "baseline_mae")
 
 
-def test_score_task_end_to_end(small_tiny, tmp_path, capsys):
+def test_score_task_end_to_end(fit_args, tmp_path, capsys):
     """Generation is cut to 8 tokens: every answer is partial, so the invalid path is exercised."""
-    assert main(fit_args("score.yaml", small_tiny, tmp_path, "--model.init_args.max_new_tokens=8")) == 0
+    assert main(fit_args("score.yaml", tmp_path, "--model.init_args.max_new_tokens=8")) == 0
     out = capsys.readouterr().out
     assert "(val_acc = " in out  # the best checkpoint is chosen by validation ACC
     assert all(name in out for name in SUMMARY)  # the final table
@@ -172,9 +159,9 @@ def test_score_task_end_to_end(small_tiny, tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def heads_fit(small_tiny, tmp_path_factory):
+def heads_fit(fit_args, tmp_path_factory):
     root = tmp_path_factory.mktemp("heads")
-    assert main(fit_args("score_heads.yaml", small_tiny, root)) == 0
+    assert main(fit_args("score_heads.yaml", root)) == 0
     return root
 
 
@@ -297,9 +284,9 @@ def test_seeds_report_bad_input_in_one_line(tmp_path, capsys):
     assert "missing: no such file or folder" in capsys.readouterr().err
 
 
-def test_seeds_two_tiny_runs(small_tiny, tmp_path):
+def test_seeds_two_tiny_runs(fit_args, tmp_path):
     """Two seeds of the heads task through the real ``kokorozoo fit`` subprocesses (~30 s)."""
-    overrides = fit_args("score_heads.yaml", small_tiny, tmp_path)[3:]
+    overrides = fit_args("score_heads.yaml", tmp_path)[3:]
     overrides = [o for o in overrides if not o.startswith("--trainer.default_root_dir")]
     code = seeds.main(["--config", str(ROOT / "configs" / "score_heads.yaml"), "--seeds", "0", "1",
                        "--out", str(tmp_path), "--", *overrides])  # fmt: skip
