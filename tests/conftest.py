@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -85,3 +86,27 @@ def short_fit_args(small_tiny):
         ]
 
     return args
+
+
+@pytest.fixture
+def paper_config(capsys):
+    """A config of configs/paper/ as ``kokorozoo fit --print_config`` resolves it, after checking
+    what every paper run shares: Swallow-8B in NF4 with bfloat16 compute and the paper's LoRA."""
+    from kokorozoo.cli import main
+
+    def read(name: str) -> dict:
+        with pytest.raises(SystemExit) as stop:
+            main(["fit", "--config", str(REPO / "configs" / "paper" / f"{name}.yaml"), "--print_config"])
+        assert stop.value.code in (0, None)
+        cfg = yaml.safe_load(capsys.readouterr().out)
+        model = cfg["model"]["init_args"]
+        assert model["backbone"] == "tokyotech-llm/Llama-3.1-Swallow-8B-Instruct-v0.3"
+        assert (model["quantization"], model["compute_dtype"]) == ("nf4", "bfloat16")
+        assert model["lora"] == {
+            "r": 8, "alpha": 16, "dropout": 0.05,
+            "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+            "modules_to_save": [],
+        }  # fmt: skip
+        return cfg
+
+    return read
