@@ -61,7 +61,7 @@ def score_batch(kokorochat):
 
 def heads_scores(task, batch):
     with torch.inference_mode():  # as Lightning runs test and predict steps
-        return task.predict_scores(batch)
+        return task.infer(batch)
 
 
 def test_score_heads_latency(benchmark, score_batch):

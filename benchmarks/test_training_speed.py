@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kokorozoo.data import dialogue_turns, response_split
-from kokorozoo.data.datamodules import pad_samples
+from kokorozoo.data.batching import pad_samples
 from kokorozoo.data.encoding import dialogue_windows, encode_dialogue, per_turn_samples
 from kokorozoo.tasks import ResponseTask
 

@@ -32,8 +32,10 @@ import pytest
 import torch
 from lightning.pytorch import Callback, Trainer
 
-from kokorozoo.data import chat_messages, dialogue_turns
-from kokorozoo.data.datamodules import ResponseDataModule, pad_samples
+from kokorozoo.chat_format import chat_messages
+from kokorozoo.data import dialogue_turns
+from kokorozoo.data.batching import pad_samples
+from kokorozoo.data.datamodules import ResponseDataModule
 from kokorozoo.data.encoding import IGNORE_INDEX, encode_dialogue
 from kokorozoo.tasks import ResponseTask
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from kokorozoo.data.batching import pad_ids
+
 #: Generation-config settings that ``generate`` applies even when decoding greedily, with their
 #: neutral values; the shared-prefix decoder implements none of them, so a model that sets one is
 #: generated with ``generate``.
@@ -32,12 +34,6 @@ _GENERATE_ONLY = {
 #: RoPE variants whose frequencies depend on the longest position in the forward: a prefill over a
 #: whole chain would not equal a prefill over one prompt.
 _LENGTH_DEPENDENT_ROPE = {"dynamic", "longrope"}
-
-
-def stop_token_ids(tokenizer) -> list[int]:
-    """The tokens that end an assistant turn (Llama-3's ``<|eot_id|>`` and ``<|end_of_text|>``)."""
-    stop = [tokenizer.convert_tokens_to_ids(t) for t in ("<|eot_id|>", "<|end_of_text|>")]
-    return [t for t in stop if t is not None and t != tokenizer.unk_token_id] or [tokenizer.eos_token_id]
 
 
 def shared_prefix_supported(model) -> bool:
@@ -60,8 +56,6 @@ def generate_padded(model, prompts: Sequence[Sequence[int]], max_new_tokens: int
                     stop_ids: Sequence[int], pad_id: int) -> list[list[int]]:
     """Greedy continuations through one ``model.generate`` call on ``prompts`` left-padded into a
     batch (a list of one prompt gives the plain one-``generate``-per-turn way)."""
-    from kokorozoo.data.datamodules import pad_ids
-
     device = _device(model)
     input_ids, attention_mask = pad_ids(prompts, pad_id, left=True)
     out = model.generate(
@@ -192,11 +186,6 @@ def _left_padded(pairs: list[tuple[torch.Tensor, torch.Tensor]], width: int) -> 
         keys[r, :, width - k.shape[2] :] = k[0]
         values[r, :, width - v.shape[2] :] = v[0]
     return keys, values
-
-
-def unpadded(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[list[int]]:
-    """The token lists of a padded batch, without the padding."""
-    return [row[mask.bool()].tolist() for row, mask in zip(input_ids, attention_mask)]
 
 
 def _until_stop(tokens: list[int], stop_ids: Sequence[int]) -> list[int]:

@@ -14,12 +14,10 @@ from collections.abc import Sequence
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
+from kokorozoo.cli import LIGHTNING_COMMANDS
 from kokorozoo.data.datamodules import KokoroChatDataModule
 from kokorozoo.registry import discover_tasks
 from kokorozoo.tasks.base import Task
-
-
-LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
 class KokorozooCLI(LightningCLI):
@@ -32,7 +30,7 @@ class KokorozooCLI(LightningCLI):
         )
 
     def after_instantiate_classes(self) -> None:
-        self.datamodule.connect(self.model.tokenizer)
+        self.model.connect_datamodule(self.datamodule)
 
     def _instantiate_trainer(self, config, callbacks):
         given = list(config.get("callbacks") or []) + list(callbacks)
@@ -40,6 +38,8 @@ class KokorozooCLI(LightningCLI):
             isinstance(c, ModelCheckpoint) for c in given
         ):
             callbacks = [*callbacks, task_checkpoint(self.model)]
+        if config.get("logger") in (None, True):
+            config = {**config, "logger": default_loggers(config.get("default_root_dir") or ".")}
         return super()._instantiate_trainer(config, callbacks)
 
     def after_fit(self) -> None:
@@ -49,6 +49,15 @@ class KokorozooCLI(LightningCLI):
         if self.config[self.subcommand].get("test_after_fit", False) and self.trainer.is_global_zero:
             ckpt = "best" if best is not None and best.best_model_path else None
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+
+
+def default_loggers(root: str) -> list:
+    """CSV (``metrics.csv``, read by scripts and tests) and TensorBoard (``tensorboard --logdir
+    runs``), both in the run's one folder ``<root>/lightning_logs/version_N``."""
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    csv = CSVLogger(root)
+    return [csv, TensorBoardLogger(root, version=csv.version, default_hp_metric=False)]
 
 
 def task_checkpoint(task: Task) -> ModelCheckpoint:

@@ -12,10 +12,8 @@ import pytest
 import torch
 from peft.tuners.lora import LoraLayer
 
-import kokorozoo.backbone as backbone
+import kokorozoo.backbone.tiny as tiny_module
 from kokorozoo.backbone import (
-    END_OF_TURN,
-    LLAMA3_CHAT_TEMPLATE,
     LORA_TARGETS,
     BackboneError,
     LoraSettings,
@@ -27,7 +25,8 @@ from kokorozoo.backbone import (
     train_tokenizer,
     trainable_state_dict,
 )
-from kokorozoo.data import chat_messages, merge_utterances
+from kokorozoo.chat_format import END_OF_TURN, LLAMA3_CHAT_TEMPLATE, chat_messages
+from kokorozoo.data import merge_utterances
 from kokorozoo.data.kokorochat import read_dialogue_file
 
 bnb = pytest.importorskip("bitsandbytes")
@@ -96,7 +95,7 @@ def test_tiny_is_built_once_and_reused(tiny_path, texts, monkeypatch):
     def no_retraining(*args, **kwargs):
         raise AssertionError("the cached tiny model was rebuilt")
 
-    monkeypatch.setattr(backbone, "train_tokenizer", no_retraining)
+    monkeypatch.setattr(tiny_module, "train_tokenizer", no_retraining)
     assert build_tiny(SMALL, texts=texts, cache_dir=tiny_path.parent) == tiny_path
     assert (tiny_path / "config.json").stat().st_mtime_ns == config_mtime
     assert [p.name for p in tiny_path.parent.iterdir()] == [tiny_path.name]  # no temporary folder left
@@ -109,14 +108,14 @@ def test_tiny_by_name_trains_on_the_training_split_texts_once(tmp_path, texts, m
         calls.append(cfg)
         return texts[:300]
 
-    monkeypatch.setattr(backbone, "_training_split_texts", training_split_texts)
+    monkeypatch.setattr(tiny_module, "_training_split_texts", training_split_texts)
     monkeypatch.setenv("KOKOROZOO_CACHE", str(tmp_path))
     cfg = TinyConfig(vocab_size=500, hidden_size=32, num_layers=1, intermediate_size=64, max_position_embeddings=128)
     first = load_tokenizer("tiny", tiny=cfg)
     second = load_tokenizer("tiny", tiny=cfg)
     assert calls == [cfg]
     assert first.get_vocab() == second.get_vocab()
-    assert [p.name for p in tmp_path.iterdir()] == [f"tiny-{backbone._tiny_key(cfg, None)}"]
+    assert [p.name for p in tmp_path.iterdir()] == [f"tiny-{tiny_module._tiny_key(cfg, None)}"]
 
 
 def test_default_tokenizer_texts_come_from_the_training_split(kokorochat, monkeypatch):
@@ -125,22 +124,22 @@ def test_default_tokenizer_texts_come_from_the_training_split(kokorochat, monkey
 
     monkeypatch.setattr(kokorochat_module, "load_kokorochat", lambda root=None: kokorochat)  # loaded once per session
     cfg = TinyConfig(tokenizer_dialogues=20, seed=3)
-    texts = backbone._training_split_texts(cfg)
+    texts = tiny_module._training_split_texts(cfg)
     assert texts and texts == tokenizer_texts(kokorochat, n_dialogues=20, seed=3)
 
 
 def test_settings_and_texts_are_part_of_the_cache_key(texts):
-    assert backbone._tiny_key(SMALL, texts) == backbone._tiny_key(dataclasses.replace(SMALL), list(texts))
-    assert backbone._tiny_key(SMALL, texts) != backbone._tiny_key(SMALL, texts[:-1])
-    assert backbone._tiny_key(SMALL, texts) != backbone._tiny_key(dataclasses.replace(SMALL, seed=1), texts)
-    assert backbone._tiny_key(SMALL, None) != backbone._tiny_key(SMALL, [])
+    assert tiny_module._tiny_key(SMALL, texts) == tiny_module._tiny_key(dataclasses.replace(SMALL), list(texts))
+    assert tiny_module._tiny_key(SMALL, texts) != tiny_module._tiny_key(SMALL, texts[:-1])
+    assert tiny_module._tiny_key(SMALL, texts) != tiny_module._tiny_key(dataclasses.replace(SMALL, seed=1), texts)
+    assert tiny_module._tiny_key(SMALL, None) != tiny_module._tiny_key(SMALL, [])
 
 
 def test_a_failed_build_leaves_no_half_model(tmp_path, texts, monkeypatch):
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(backbone, "_save_tiny_model", killed)
+    monkeypatch.setattr(tiny_module, "_save_tiny_model", killed)
     with pytest.raises(KeyboardInterrupt):
         build_tiny(TinyConfig(vocab_size=500), texts=texts[:200], cache_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
@@ -341,6 +340,6 @@ def test_missing_bitsandbytes_says_what_to_install(monkeypatch):
 
 def test_cache_location_defaults(monkeypatch, tmp_path):
     monkeypatch.setenv("KOKOROZOO_CACHE", str(tmp_path))
-    assert backbone.default_cache_dir() == tmp_path
+    assert tiny_module.default_cache_dir() == tmp_path
     monkeypatch.delenv("KOKOROZOO_CACHE")
-    assert backbone.default_cache_dir() == Path(os.path.expanduser("~")) / ".cache" / "kokorozoo"
+    assert tiny_module.default_cache_dir() == Path(os.path.expanduser("~")) / ".cache" / "kokorozoo"

@@ -2,6 +2,7 @@
 
 import pytest
 
+from kokorozoo.chat_format import stop_token_ids
 from kokorozoo.data import dialogue_turns, response_split
 from kokorozoo.data.datamodules import GenerationRequest
 from kokorozoo.data.encoding import encode_dialogue, generation_prompt
@@ -10,7 +11,6 @@ from kokorozoo.generation import (
     generate_shared_prefix,
     prefix_chains,
     shared_prefix_supported,
-    stop_token_ids,
 )
 from kokorozoo.tasks import ResponseTask
 
@@ -112,10 +112,10 @@ def test_one_new_token_and_repeated_prompts(float32_task):
 def test_response_task_modes_generate_the_same_text(float32_task):
     task, prompts, _ = float32_task
     batch = {"requests": [GenerationRequest("d", i, i, p, "") for i, p in enumerate(prompts)]}
-    shared = task.generate(batch)
+    shared = task.infer(batch)
     task.hparams.generation = "generate"
     try:
-        assert shared == task.generate(batch)
+        assert shared == task.infer(batch)
     finally:
         task.hparams.generation = "shared_prefix"
     assert any(shared)

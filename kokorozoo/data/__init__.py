@@ -1,9 +1,7 @@
-"""The KokoroChat data layer: records and validation, splits, merging and the chat rendering."""
+"""The KokoroChat data layer: records and validation, splits and utterance merging."""
 
 from kokorozoo.data.dialogue import (
-    CHAT_ROLE,
     Turn,
-    chat_messages,
     counselor_turn_indices,
     dialogue_turns,
     merge_utterances,
@@ -32,7 +30,6 @@ from kokorozoo.data.splits import Split, in_subset, response_split, score_split,
 from kokorozoo.data.stats import dataset_stats, format_stats
 
 __all__ = [
-    "CHAT_ROLE",
     "FEEDBACK_ITEMS",
     "ITEM_MAX",
     "ITEM_NAMES",
@@ -47,7 +44,6 @@ __all__ = [
     "Topic",
     "Turn",
     "Utterance",
-    "chat_messages",
     "counselor_turn_indices",
     "dataset_stats",
     "dialogue_turns",

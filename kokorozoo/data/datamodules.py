@@ -1,56 +1,47 @@
 """LightningDataModules: the paper's splits, tokenized, masked and batched.
 
-A datamodule gets its tokenizer from the task (``connect``), because the tokenizer belongs to the
-backbone the task loads; ``kokorozoo`` connects them before training starts.
-
-Score prediction's answer format (:func:`format_scores`) and its inverse (:func:`parse_scores`)
-live here beside :class:`ScoreDataModule`, which writes the answers the models learn.
+:class:`KokoroChatDataModule` owns what every datamodule shares: the data and its split, ``setup``
+(which parts a stage encodes, each once), the four dataloaders, and the connection to the task
+(``connect``: the tokenizer belongs to the backbone the task loads, and the room a generating task
+needs is the task's setting). A datamodule gives its split (:meth:`~KokoroChatDataModule.make_split`),
+its samples (:meth:`~KokoroChatDataModule.sample` per dialogue, or
+:meth:`~KokoroChatDataModule.encode_part` for a whole part) and its batches
+(:meth:`~KokoroChatDataModule.collate`).
 """
 
 from __future__ import annotations
 
 import random
-import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from functools import partial
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
+from kokorozoo.data.batching import pad_ids, pad_samples
 from kokorozoo.data.dialogue import Turn, dialogue_turns
-from kokorozoo.data.encoding import (
-    IGNORE_INDEX,
-    dialogue_windows,
-    encode_dialogue,
-    generation_prompt,
-    per_turn_samples,
-)
-from kokorozoo.data.kokorochat import (
-    FEEDBACK_ITEMS,
-    ITEM_MAX,
-    NUM_ITEMS,
-    Dialogue,
-    KokoroChat,
-    OnError,
-    load_kokorochat,
-)
+from kokorozoo.data.encoding import dialogue_windows, encode_dialogue, generation_prompt, per_turn_samples
+from kokorozoo.data.kokorochat import Dialogue, KokoroChat, OnError, load_kokorochat
+from kokorozoo.data.score_format import SCORE_INSTRUCTION, format_scores
 from kokorozoo.data.splits import Split, response_split, score_split
+from kokorozoo.progress import progress
 
-DEFAULT_SYSTEM_PROMPT = None
-
-
-def _progress(items, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc, unit="dialogue", leave=False, mininterval=1.0)
+Part = Literal["train", "val", "test"]
+#: The parts each Lightning stage reads (``predict`` reads the test part).
+STAGE_PARTS: dict[str, tuple[Part, ...]] = {
+    "fit": ("train", "val"),
+    "validate": ("val",),
+    "test": ("test",),
+    "predict": ("test",),
+}
 
 
 class KokoroChatDataModule(LightningDataModule):
     """What every KokoroChat datamodule shares: where the data is, how bad files are handled, the
-    split seed, batch sizes and the tokenizer connection.
+    split seed, batch sizes, the task connection, ``setup`` and the dataloaders.
 
     Args:
         root: the KokoroChat folder (default: searched, see ``kokorozoo data stats --help``).
@@ -82,12 +73,42 @@ class KokoroChatDataModule(LightningDataModule):
         self.max_length, self.num_workers = max_length, num_workers
         self.limits = {"train": limit_train, "val": limit_val, "test": limit_test}
         self.tokenizer = None
+        self.max_new_tokens = 0
         self._data: KokoroChat | None = None
         self._split: Split | None = None
+        self._samples: dict[str, list] = {}
 
-    def connect(self, tokenizer) -> None:
-        """Use the backbone's tokenizer (called by the CLI, or by hand before ``trainer.fit``)."""
-        self.tokenizer = tokenizer
+    # -- what a datamodule gives ----------------------------------------------------------------
+
+    def make_split(self, dialogues: Sequence[Dialogue]) -> Split:
+        """The train/validation/test split of all dialogues (before ``limit_*``)."""
+        raise NotImplementedError
+
+    def sample(self, dialogue: Dialogue) -> Any:
+        """One dialogue's sample (the default :meth:`encode_part` makes one per dialogue)."""
+        raise NotImplementedError
+
+    def encode_part(self, part: Part, dialogues: Sequence[Dialogue]) -> list:
+        """The samples of one part: one :meth:`sample` per dialogue unless overridden."""
+        return [self.sample(d) for d in progress(dialogues, f"Encoding {part}", unit="dialogue")]
+
+    def collate(self, samples: Sequence[Any], part: Part) -> dict:
+        """A batch of ``part``'s samples."""
+        raise NotImplementedError
+
+    # -- the connection to the task ---------------------------------------------------------------
+
+    def connect(self, tokenizer, max_new_tokens: int = 0) -> None:
+        """Use the backbone's tokenizer, and keep ``max_new_tokens`` of room after every generation
+        prompt (called by the CLI through ``Task.connect_datamodule``, or by hand before use)."""
+        self.tokenizer, self.max_new_tokens = tokenizer, max_new_tokens
+
+    def _require_tokenizer(self):
+        if self.tokenizer is None:
+            raise RuntimeError("no tokenizer: call datamodule.connect(task.tokenizer) before use")
+        return self.tokenizer
+
+    # -- data, split, setup and loaders -----------------------------------------------------------
 
     @property
     def data(self) -> KokoroChat:
@@ -95,55 +116,54 @@ class KokoroChatDataModule(LightningDataModule):
             self._data = load_kokorochat(self.root, on_error=self.on_error)
         return self._data
 
-    def make_split(self, dialogues: Sequence[Dialogue]) -> Split:
-        raise NotImplementedError
-
     @property
     def split(self) -> Split:
+        """The split with ``limit_*`` applied (the first N dialogues of each part)."""
         if self._split is None:
             split = self.make_split(self.data.dialogues)
-            self._split = Split(*(self._limited(part, name) for part, name in zip(
-                (split.train, split.val, split.test), ("train", "val", "test"))))
+            self._split = Split(*(self._limited(getattr(split, part), part) for part in ("train", "val", "test")))
         return self._split
 
     def _limited(self, dialogues: list[Dialogue], part: str) -> list[Dialogue]:
         limit = self.limits[part]
         return dialogues if limit is None else dialogues[:limit]
 
-    def _require_tokenizer(self):
-        if self.tokenizer is None:
-            raise RuntimeError("no tokenizer: call datamodule.connect(task.tokenizer) before use")
-        return self.tokenizer
+    def samples(self, part: Part) -> list:
+        """The encoded samples of ``part``, made once."""
+        if part not in self._samples:
+            self._samples[part] = self.encode_part(part, getattr(self.split, part))
+        return self._samples[part]
 
-    def _loader(self, dataset, batch_size: int, shuffle: bool, collate) -> DataLoader:
+    def setup(self, stage: str | None = None) -> None:
+        for part in STAGE_PARTS.get(stage, ("train", "val", "test")):
+            self.samples(part)
+
+    def _loader(self, part: Part) -> DataLoader:
+        shuffle = part == "train"
         return DataLoader(
-            dataset,
-            batch_size=batch_size,
+            self.samples(part),
+            batch_size=self.batch_size if shuffle else self.eval_batch_size,
             shuffle=shuffle,
-            collate_fn=collate,
+            collate_fn=partial(self.collate, part=part),
             num_workers=self.num_workers,
             generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
         )
 
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
 
-def pad_ids(sequences: Sequence[Sequence[int]], value: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad token lists into a [B, W] tensor and its attention mask; ``left`` for prompts that
-    generation (or a last-token head) continues from the right edge."""
-    width = max(len(seq) for seq in sequences)
-    padded = torch.full((len(sequences), width), value, dtype=torch.long)
-    attention = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        cols = slice(width - len(seq), width) if left else slice(0, len(seq))
-        padded[row, cols] = torch.tensor(seq, dtype=torch.long)
-        attention[row, cols] = 1
-    return padded, attention
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test")
 
 
-def pad_samples(samples: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad (input_ids, labels) pairs into a batch with an attention mask."""
-    input_ids, attention = pad_ids([ids for ids, _ in samples], pad_id)
-    labels, _ = pad_ids([labels for _, labels in samples], IGNORE_INDEX)
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
+# ---------------------------------------------------------------------------------------------
+# Response generation
 
 
 @dataclass  # not frozen: Lightning walks batches and rebuilds dataclasses when moving them to a device
@@ -167,16 +187,17 @@ class ResponseDataModule(KokoroChatDataModule):
             paper did. Both put the loss on the same tokens.
         system_prompt: an optional system message before every dialogue.
         test_turns: generate this many test counselor turns, drawn with ``seed`` (all when None).
-        max_new_tokens: room kept for the generated turn when prompts are cut to ``max_length``.
+
+    Generation prompts are cut to ``max_length`` minus the task's ``max_new_tokens`` (given by
+    ``connect``), so a generated turn always has room.
     """
 
     def __init__(
         self,
         subset: Literal["low", "high", "full"] = "high",
         mode: Literal["dialogue", "per_turn"] = "dialogue",
-        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        system_prompt: str | None = None,
         test_turns: int | None = None,
-        max_new_tokens: int = 256,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -184,9 +205,7 @@ class ResponseDataModule(KokoroChatDataModule):
             raise ValueError(f"subset must be low, high or full, got {subset!r}")
         if mode not in ("dialogue", "per_turn"):
             raise ValueError(f"mode must be 'dialogue' or 'per_turn', got {mode!r}")
-        self.subset, self.mode, self.system_prompt = subset, mode, system_prompt
-        self.test_turns, self.max_new_tokens = test_turns, max_new_tokens
-        self._samples: dict[str, list] = {}
+        self.subset, self.mode, self.system_prompt, self.test_turns = subset, mode, system_prompt, test_turns
 
     def make_split(self, dialogues: Sequence[Dialogue]) -> Split:
         return response_split(dialogues, self.subset, self.seed)
@@ -194,14 +213,19 @@ class ResponseDataModule(KokoroChatDataModule):
     def encode(self, dialogue: Dialogue):
         return encode_dialogue(self._require_tokenizer(), dialogue_turns(dialogue), self.system_prompt)
 
+    def encode_part(self, part: Part, dialogues: Sequence[Dialogue]) -> list:
+        if part == "test":
+            return self.generation_requests(dialogues)
+        return self.training_samples(dialogues, f"Encoding {part}")
+
     def training_samples(self, dialogues: Sequence[Dialogue], desc: str) -> list[tuple[list[int], list[int]]]:
         make = dialogue_windows if self.mode == "dialogue" else per_turn_samples
-        return [s for d in _progress(dialogues, desc) for s in make(self.encode(d), self.max_length)]
+        return [s for d in progress(dialogues, desc, unit="dialogue") for s in make(self.encode(d), self.max_length)]
 
     def generation_requests(self, dialogues: Sequence[Dialogue]) -> list[GenerationRequest]:
         """The test counselor turns (a seeded sample of ``test_turns`` when set), in dialogue order."""
         turns = {d.id: dialogue_turns(d) for d in dialogues}
-        encoded = {d.id: self.encode(d) for d in _progress(dialogues, "Encoding test")}
+        encoded = {d.id: self.encode(d) for d in progress(dialogues, "Encoding test", unit="dialogue")}
         chosen = [(d.id, t) for d in dialogues for t in encoded[d.id].targets]
         if self.test_turns is not None and self.test_turns < len(chosen):
             keep = set(random.Random(self.seed).sample(range(len(chosen)), self.test_turns))
@@ -213,79 +237,17 @@ class ResponseDataModule(KokoroChatDataModule):
             requests.append(GenerationRequest(dialogue_id, t, t - first_turn, prompt, turns[dialogue_id][t].text))
         return requests
 
-    def setup(self, stage: str | None = None) -> None:
-        if stage in ("fit", None) and "train" not in self._samples:
-            self._samples["train"] = self.training_samples(self.split.train, "Encoding train")
-        if stage in ("fit", "validate", None) and "val" not in self._samples:
-            self._samples["val"] = self.training_samples(self.split.val, "Encoding val")
-        if stage in ("test", "predict", None) and "test" not in self._samples:
-            self._samples["test"] = self.generation_requests(self.split.test)
-
-    def _collate_train(self, samples):
+    def collate(self, samples: Sequence, part: Part) -> dict:
+        """Training and validation: right-padded token batches. Test: the requests as they are
+        (the task generates from their token lists; padding, when its way of generating needs any,
+        is done there)."""
+        if part == "test":
+            return {"requests": list(samples)}
         return pad_samples(samples, self._require_tokenizer().pad_token_id)
-
-    @staticmethod
-    def _collate_generate(requests):
-        """The requests as they are: the task generates from their token lists (padding, when its
-        way of generating needs any, is done there)."""
-        return {"requests": list(requests)}
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self._samples["train"], self.batch_size, True, self._collate_train)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self._samples["val"], self.eval_batch_size, False, self._collate_train)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self._samples["test"], self.eval_batch_size, False, self._collate_generate)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
 
 
 # ---------------------------------------------------------------------------------------------
-# Score prediction: the instruction, the one answer format and its parser, the datamodule
-
-#: The request that follows the dialogue (a user message): predict the client's 20 ratings, in the
-#: answer format, with each item named as the Japanese review form names it.
-SCORE_INSTRUCTION = (
-    "以上のカウンセリング対話について、相談者（クライアント）が対話後に付けた評価を予測してください。"
-    "次の20項目をそれぞれ0から5の整数で、「D1: 3」のように1行に1項目ずつ、D1からD20の順に答えてください。\n"
-    + "\n".join(f"D{i}: {item.jp}" for i, item in enumerate(FEEDBACK_ITEMS, start=1))
-)
-
-# "D<item>: <value>" after NFKC (full-width letters, digits and colons become ASCII); the value is
-# the whole number that follows, sign and decimals included, so "35", "-1" and "3.5" are seen whole
-# and rejected rather than read as 3.
-_SCORE_LINE = re.compile(r"(?<![0-9A-Za-z_])D[ \t]*(\d{1,2})[ \t]*[:=][ \t]*([+-]?\d+(?:\.\d+)?)", re.IGNORECASE)
-_LEVELS = {str(level): float(level) for level in range(ITEM_MAX + 1)}
-
-
-def format_scores(scores: Sequence[int]) -> str:
-    """The answer a score model is trained to write: one line per item, ``D1: 3`` .. ``D20: 5``."""
-    if len(scores) != NUM_ITEMS:
-        raise ValueError(f"expected {NUM_ITEMS} scores, got {len(scores)}")
-    return "\n".join(f"D{i}: {int(value)}" for i, value in enumerate(scores, start=1))
-
-
-def parse_scores(text: object) -> torch.Tensor:
-    """The 20 scores in a model's answer, float Tensor[20] with NaN for every item it lacks; never
-    raises. Rules: NFKC first; each ``D<n>: <value>`` anywhere (text around it is ignored) sets
-    item n (1-20; other numbers are ignored); a value must be one digit 0-5 (``6``, ``-1``, ``3.5``
-    make the item invalid); an item given twice counts only if both values agree."""
-    scores = torch.full((NUM_ITEMS,), float("nan"))
-    if not isinstance(text, str):
-        return scores
-    seen: dict[int, float] = {}
-    for number, value in _SCORE_LINE.findall(unicodedata.normalize("NFKC", text)):
-        item = int(number) - 1
-        if not 0 <= item < NUM_ITEMS:
-            continue
-        score = _LEVELS.get(value, float("nan"))
-        seen[item] = score if item not in seen or seen[item] == score else float("nan")
-    for item, score in seen.items():
-        scores[item] = score
-    return scores
+# Score prediction
 
 
 @dataclass
@@ -336,7 +298,6 @@ class ScoreDataModule(KokoroChatDataModule):
     def __init__(self, instruction: str = SCORE_INSTRUCTION, system_prompt: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.instruction, self.system_prompt = instruction, system_prompt
-        self._samples: dict[str, list[ScoreSample]] = {}
 
     def make_split(self, dialogues: Sequence[Dialogue]) -> Split:
         return score_split(dialogues, self.seed)
@@ -357,30 +318,11 @@ class ScoreDataModule(KokoroChatDataModule):
         answer_length = encoded.ends[answer] - encoded.content_starts[answer]
         return ScoreSample(dialogue.id, ids, labels, len(ids) - answer_length, list(dialogue.feedback.items))
 
-    def setup(self, stage: str | None = None) -> None:
-        parts = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
-        for part in parts.get(stage, ("train", "val", "test")):
-            if part not in self._samples:
-                dialogues = getattr(self.split, part)
-                self._samples[part] = [self.sample(d) for d in _progress(dialogues, f"Encoding {part}")]
-
     def train_scores(self) -> torch.Tensor:
         """The gold scores of the whole training part of this seed's split (never cut by
         ``limit_train``), LongTensor[N, 20]: what the constant per-item-mode baseline is fit on."""
         train = self.make_split(self.data.dialogues).train
         return torch.tensor([d.feedback.items for d in train], dtype=torch.long)
 
-    def _collate(self, samples: Sequence[ScoreSample]) -> dict:
+    def collate(self, samples: Sequence[ScoreSample], part: Part) -> dict:
         return collate_scores(samples, self._require_tokenizer().pad_token_id)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self._samples["train"], self.batch_size, True, self._collate)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self._samples["val"], self.eval_batch_size, False, self._collate)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self._samples["test"], self.eval_batch_size, False, self._collate)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()

@@ -1,9 +1,8 @@
-"""Utterance merging and the one chat rendering shared by training, validation and generation.
+"""Utterance merging: the turns every task reads.
 
 A KokoroChat dialogue is a stream of short chat messages; the paper merges consecutive messages
-by the same speaker into one turn (joined with a newline) and maps the client to ``user`` and the
-counselor to ``assistant``. Every task renders a dialogue through :func:`chat_messages`, so the
-text a model is trained on is the text it is evaluated and prompted with.
+by the same speaker into one turn (joined with a newline). How turns become chat messages (client
+-> ``user``, counselor -> ``assistant``) is :func:`kokorozoo.chat_format.chat_messages`.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from typing import NamedTuple
 
 from kokorozoo.data.kokorochat import Dialogue, Role, Utterance
 
-CHAT_ROLE: dict[str, str] = {"client": "user", "counselor": "assistant"}
 TURN_SEPARATOR = "\n"
 
 
@@ -42,17 +40,6 @@ def merge_utterances(utterances: Sequence[Utterance]) -> list[Turn]:
 
 def dialogue_turns(dialogue: Dialogue) -> list[Turn]:
     return merge_utterances(dialogue.utterances)
-
-
-def chat_messages(turns: Sequence[Turn], system_prompt: str | None = None) -> list[dict[str, str]]:
-    """The chat-template messages for ``turns``: client -> ``user``, counselor -> ``assistant``.
-
-    This is the only place turns become messages; pass a prefix ``turns[:t]`` for a generation
-    prompt and the whole list for training.
-    """
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    messages += [{"role": CHAT_ROLE[turn.role], "content": turn.text} for turn in turns]
-    return messages
 
 
 def counselor_turn_indices(turns: Sequence[Turn], min_history: int = 1) -> list[int]:

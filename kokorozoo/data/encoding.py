@@ -1,8 +1,9 @@
 """Token-level views of a dialogue, all cut from ONE chat-template rendering.
 
-A dialogue is rendered once with the tokenizer's chat template (through :func:`chat_messages`);
-training windows, per-turn samples and generation prompts are slices of that token sequence, so
-the tokens a model is trained on are exactly the tokens it is prompted with at test time.
+A dialogue is rendered once with the tokenizer's chat template (through
+:func:`kokorozoo.chat_format.chat_messages`); training windows, per-turn samples and generation
+prompts are slices of that token sequence, so the tokens a model is trained on are exactly the
+tokens it is prompted with at test time.
 
 Labels: a counselor turn is a target when it has history before it; its loss covers the tokens the
 template marks as assistant output (``{% generation %}``: the text and its end-of-turn token),
@@ -14,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kokorozoo.data.dialogue import Turn, chat_messages, counselor_turn_indices
+from kokorozoo.chat_format import chat_messages, header_ids
+from kokorozoo.data.dialogue import Turn, counselor_turn_indices
 
 IGNORE_INDEX = -100
 
@@ -74,7 +76,7 @@ def encode_dialogue(tokenizer, turns: Sequence[Turn], system_prompt: str | None 
     )
     ids = list(encoded["input_ids"])
     mask = list(encoded["assistant_masks"])
-    header = tokenizer.convert_tokens_to_ids("<|start_header_id|>")
+    header, end_header = header_ids(tokenizer)
     message_starts = [i for i, tok in enumerate(ids) if tok == header]
     if len(message_starts) != len(messages):
         raise ValueError(
@@ -88,7 +90,7 @@ def encode_dialogue(tokenizer, turns: Sequence[Turn], system_prompt: str | None 
         marked = [p for p in range(start, end) if mask[p]]
         if turn.role == "counselor" and not marked:
             raise ValueError("the chat template marks no assistant tokens: it needs {% generation %} markers")
-        content_starts.append(marked[0] if marked else _content_start(ids, start, tokenizer))
+        content_starts.append(marked[0] if marked else ids.index(end_header, start) + 1)
     return EncodedDialogue(
         ids=ids,
         assistant_mask=mask,
@@ -98,11 +100,6 @@ def encode_dialogue(tokenizer, turns: Sequence[Turn], system_prompt: str | None 
         ends=ends,
         targets=counselor_turn_indices(turns),
     )
-
-
-def _content_start(ids: list[int], start: int, tokenizer) -> int:
-    end_header = tokenizer.convert_tokens_to_ids("<|end_header_id|>")
-    return ids.index(end_header, start) + 1
 
 
 def dialogue_windows(encoded: EncodedDialogue, max_length: int) -> list[tuple[list[int], list[int]]]:

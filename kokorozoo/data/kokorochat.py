@@ -126,9 +126,6 @@ class Feedback:
     other_potentially_unethical: bool
     unwilling_to_continue: bool
 
-    def item(self, name: str) -> int:
-        return self.items[ITEM_NAMES.index(name)]
-
 
 @dataclass(frozen=True, slots=True)
 class Dialogue:

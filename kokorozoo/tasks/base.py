@@ -1,5 +1,15 @@
 """What every kokorozoo task shares: the backbone, the optimizer and schedule, adapter-only
-checkpoints and the output folder. A task subclasses :class:`Task` and writes its steps.
+checkpoints, the test/predict output files and export. A task subclasses :class:`Task` and writes
+its steps and its metrics, nothing else.
+
+A task provides (torchgeo's named hooks, litgpt's explicit steps):
+
+- ``training_step`` / ``validation_step`` and its metrics, as any LightningModule;
+- ``configure_heads(backbone)``: trainable modules beside the adapters (saved with them);
+- for test and predict, :meth:`Task.infer` (the model's outputs for a batch),
+  :meth:`Task.prediction_rows` (one JSON-able row per prediction), :meth:`Task.update_test_metrics`
+  and :meth:`Task.test_report` (what ``metrics.json`` holds). The base collects the rows and
+  writes ``predictions_file`` and ``metrics.json``.
 
 Checkpoints hold only what is trained (LoRA, heads) plus the optimizer state: a 4-bit base cannot
 be loaded back strictly, and it is the same for every run anyway. Loading is therefore non-strict,
@@ -8,21 +18,47 @@ so :meth:`Task.on_load_checkpoint` checks by hand that every trained tensor is t
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
 
-from kokorozoo.backbone import Backbone, LoraSettings, TinyConfig, load_backbone, load_tokenizer
-from kokorozoo.generation import generate_padded, generate_shared_prefix, shared_prefix_supported, stop_token_ids
+from kokorozoo.backbone import Backbone, LoraSettings, TinyConfig, load_backbone, load_tokenizer, trainable_state_dict
+from kokorozoo.chat_format import stop_token_ids
+from kokorozoo.generation import generate_padded, generate_shared_prefix, shared_prefix_supported
 
-OPTIMIZERS = ("adamw", "adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit")
 CHECKPOINT_KEY = "kokorozoo"
+EXPORT_INFO = "kokorozoo.json"
+
+
+def _bnb_optimizer(name: str) -> Callable[..., torch.optim.Optimizer]:
+    def build(params, lr, weight_decay):
+        import bitsandbytes as bnb
+
+        return getattr(bnb.optim, name)(params, lr=lr, weight_decay=weight_decay)
+
+    return build
+
+
+def _adamw(params, lr, weight_decay) -> torch.optim.Optimizer:
+    on_cuda = all(p.is_cuda for p in params)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=on_cuda or None)
+
+
+#: The optimizers the paper's runs name, by their Hugging Face Trainer names.
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adamw": _adamw,
+    "adamw_torch": _adamw,
+    "adamw_torch_fused": _adamw,
+    "adamw_8bit": _bnb_optimizer("AdamW8bit"),
+    "paged_adamw_8bit": _bnb_optimizer("PagedAdamW8bit"),
+}
 
 
 class Task(LightningModule):
@@ -48,6 +84,8 @@ class Task(LightningModule):
     #: The validation metric that picks the best checkpoint, and whether lower is better.
     monitor: str = "val_loss"
     mode: str = "min"
+    #: The file test and predict write, one row per prediction.
+    predictions_file: str = "predictions.jsonl"
 
     def __init__(
         self,
@@ -73,6 +111,7 @@ class Task(LightningModule):
         self.strict_loading = False
         self.model: torch.nn.Module | None = None
         self._tokenizer = None
+        self._rows: list[dict] = []
 
     # -- backbone ---------------------------------------------------------------------------
 
@@ -82,13 +121,14 @@ class Task(LightningModule):
             self._tokenizer = load_tokenizer(self.hparams.backbone, self.tiny)
         return self._tokenizer
 
-    def load_backbone(self) -> Backbone:
+    def load_backbone(self, lora: bool = True) -> Backbone:
+        """This task's backbone; ``lora=False`` loads the base alone (an exported adapter goes on it)."""
         hp = self.hparams
         return load_backbone(
             hp.backbone,
             quantization=hp.quantization,
             compute_dtype=hp.compute_dtype,
-            lora=self.lora,
+            lora=self.lora if lora else None,
             gradient_checkpointing=hp.gradient_checkpointing,
             tiny=self.tiny,
         )
@@ -96,12 +136,45 @@ class Task(LightningModule):
     def configure_model(self) -> None:
         """Load the backbone once (Lightning calls this before training or restoring)."""
         if self.model is None:
-            loaded = self.load_backbone()
-            self.model, self._tokenizer = loaded.model, loaded.tokenizer
-            self.configure_heads(loaded)
+            self._attach(self.load_backbone())
+
+    def _attach(self, backbone: Backbone) -> None:
+        self.model, self._tokenizer = backbone.model, backbone.tokenizer
+        self.configure_heads(backbone)
 
     def configure_heads(self, backbone: Backbone) -> None:
         """Add task-specific trainable modules on top of the backbone (none by default)."""
+
+    def connect_datamodule(self, datamodule) -> None:
+        """Hand the datamodule what the task owns: the tokenizer, and the room a generated answer
+        needs after its prompt (``max_new_tokens``, for tasks that generate)."""
+        datamodule.connect(self.tokenizer, max_new_tokens=self.hparams.get("max_new_tokens", 0))
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The final (normed) hidden states [B, L, H], without the LM head: at 8k tokens a
+        [batch, length, vocabulary] logits tensor would take tens of GB. Positions count from each
+        row's first real token, so left- and right-padded rows read alike."""
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        return self.decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions).last_hidden_state
+
+    def last_token_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The final hidden state [B, H] of each row's last real token, left- or right-padded: the
+        one position of a causal model that has read the whole input."""
+        hidden = self.hidden_states(input_ids, attention_mask)
+        last = attention_mask.shape[1] - 1 - attention_mask.flip(-1).argmax(-1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+    @property
+    def decoder(self) -> torch.nn.Module:
+        """The decoder stack (final norm included, no LM head), LoRA layers inside it."""
+        return self._causal_lm().base_model
+
+    @property
+    def lm_head(self) -> torch.nn.Module:
+        return self._causal_lm().get_output_embeddings()
+
+    def _causal_lm(self) -> torch.nn.Module:
+        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
 
     @torch.no_grad()
     def generate_text(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, min_new_tokens: int = 0,
@@ -127,45 +200,69 @@ class Task(LightningModule):
     def configure_optimizers(self):
         from transformers import get_linear_schedule_with_warmup
 
+        hp = self.hparams
         params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = build_optimizer(self.hparams.optimizer, params, self.hparams.lr, self.hparams.weight_decay)
+        optimizer = OPTIMIZERS[hp.optimizer](params, hp.lr, hp.weight_decay)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
-        schedule = get_linear_schedule_with_warmup(optimizer, min(self.hparams.warmup_steps, total), total)
+        schedule = get_linear_schedule_with_warmup(optimizer, min(hp.warmup_steps, total), total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # -- checkpoints ------------------------------------------------------------------------
 
-    def trained_names(self) -> set[str]:
-        return {name for name, p in self.named_parameters() if p.requires_grad}
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        trained = self.trained_names()
+        trained = trainable_state_dict(self)
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trained}
-        checkpoint[CHECKPOINT_KEY] = {"task": f"{type(self).__module__}.{type(self).__qualname__}"}
+        checkpoint[CHECKPOINT_KEY] = {"task": _class_path(type(self))}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        missing = sorted(self.trained_names() - set(checkpoint["state_dict"]))
+        missing = sorted(set(trainable_state_dict(self)) - set(checkpoint["state_dict"]))
         if missing:
             raise ValueError(
                 f"the checkpoint lacks {len(missing)} trained tensors of this task (first: {missing[0]}):"
                 " it was written by another task or backbone setting"
             )
 
-    # -- export -----------------------------------------------------------------------------
+    # -- test and predict: rows, metrics and files -----------------------------------------------
 
-    def export(self, out_dir: str | os.PathLike) -> Path:
-        """Write a PEFT adapter folder (``PeftModel.from_pretrained`` loads it onto the backbone),
-        the tokenizer, and ``kokorozoo.json`` naming the task and its settings."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(out)
-        self.tokenizer.save_pretrained(out)
-        settings = {k: v for k, v in self.hparams.items() if not k.startswith("_")}
-        info = {"task": f"{type(self).__module__}.{type(self).__qualname__}", "settings": settings}
-        (out / "kokorozoo.json").write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-        return out
+    def infer(self, batch: dict) -> Any:
+        """The model's outputs for a test/predict batch (texts, predicted scores, logits ...)."""
+        raise NotImplementedError
 
-    # -- outputs ----------------------------------------------------------------------------
+    def prediction_rows(self, batch: dict, outputs: Any) -> list[dict]:
+        """One JSON-able row per prediction of ``batch``, written to :attr:`predictions_file`."""
+        raise NotImplementedError
+
+    def update_test_metrics(self, batch: dict, outputs: Any) -> None:
+        """Add a test batch to the task's test metrics."""
+        raise NotImplementedError
+
+    def test_report(self, rows: list[dict]) -> dict:
+        """What ``metrics.json`` holds after test (the task logs its figures here too)."""
+        raise NotImplementedError
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        outputs = self.infer(batch)
+        self.update_test_metrics(batch, outputs)
+        self._rows += self.prediction_rows(batch, outputs)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
+        rows = self.prediction_rows(batch, self.infer(batch))
+        self._rows += rows
+        return rows
+
+    def on_test_epoch_start(self) -> None:
+        self._rows = []
+
+    def on_predict_epoch_start(self) -> None:
+        self._rows = []
+
+    def on_test_epoch_end(self) -> None:
+        report = self.test_report(self._rows)
+        self.write_jsonl(self.predictions_file, self._rows)
+        self.write_json("metrics.json", report)
+
+    def on_predict_epoch_end(self) -> None:
+        self.write_jsonl(self.predictions_file, self._rows)
 
     def _writes(self) -> bool:
         """Only the first process writes files (every rank runs test/predict under DDP)."""
@@ -179,9 +276,8 @@ class Task(LightningModule):
 
     def write_json(self, name: str, obj: Any) -> Path:
         path = self.output_path(name)
-        if not self._writes():
-            return path
-        path.write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        if self._writes():
+            _write_json(path, obj)
         return path
 
     def write_jsonl(self, name: str, rows: list[dict]) -> Path:
@@ -195,29 +291,82 @@ class Task(LightningModule):
         os.replace(tmp, path)
         return path
 
+    # -- export and reload ------------------------------------------------------------------
+
+    def export(self, out_dir: str | os.PathLike) -> Path:
+        """Write a PEFT adapter folder (``PeftModel.from_pretrained`` loads it onto the backbone),
+        the tokenizer, what :meth:`export_extras` adds, and ``kokorozoo.json`` naming the task and
+        its settings; :meth:`from_export` reads it back."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(out)
+        self.tokenizer.save_pretrained(out)
+        settings = {k: v for k, v in self.hparams.items() if not k.startswith("_")}
+        info = {"task": _class_path(type(self)), "settings": settings, **self.export_extras(out)}
+        _write_json(out / EXPORT_INFO, info)
+        return out
+
+    def export_extras(self, out: Path) -> dict:
+        """Files a task writes beside the adapter (e.g. heads), described for ``kokorozoo.json``."""
+        return {}
+
+    def load_export_extras(self, folder: Path, info: dict) -> None:
+        """Read back what :meth:`export_extras` wrote."""
+
+    @classmethod
+    def from_export(cls, folder: str | os.PathLike) -> Task:
+        """The task an exported folder holds, ready to predict (in a fresh process too): the
+        backbone its ``kokorozoo.json`` names, the PEFT adapter loaded onto it, and the task's
+        extras (heads)."""
+        from peft import PeftModel
+
+        folder = Path(folder)
+        info = json.loads((folder / EXPORT_INFO).read_text(encoding="utf-8"))
+        task = _instantiate(info["task"], info["settings"], expected=cls)
+        backbone = task.load_backbone(lora=False)
+        if (folder / "adapter_config.json").exists():
+            backbone.model = PeftModel.from_pretrained(backbone.model, folder)
+        task._attach(backbone)
+        task.load_export_extras(folder, info)
+        return task.eval()
+
 
 def load_task(checkpoint: str | os.PathLike) -> Task:
     """The task a kokorozoo checkpoint was written by, with its trained tensors loaded."""
-    import importlib
-
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        module, _, name = saved[CHECKPOINT_KEY]["task"].rpartition(".")
+        task_path = saved[CHECKPOINT_KEY]["task"]
     except (KeyError, TypeError) as e:
         raise ValueError(f"{path}: not a kokorozoo checkpoint (no {e} entry)") from None
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a file that is not a checkpoint
         raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
-    cls = getattr(importlib.import_module(module), name)
-    # LightningCLI adds private entries such as _class_path; they are not init arguments
-    task = cls(**{k: v for k, v in saved["hyper_parameters"].items() if not k.startswith("_")})
+    task = _instantiate(task_path, saved["hyper_parameters"])
     task.configure_model()
     task.on_load_checkpoint(saved)
     task.load_state_dict(saved["state_dict"], strict=False)
     task.eval()
     return task
+
+
+def _instantiate(class_path: str, settings: dict, expected: type = Task) -> Task:
+    """The task class at ``class_path`` built with its saved settings (LightningCLI's private
+    entries such as ``_class_path`` are not init arguments)."""
+    module, _, name = class_path.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    if not issubclass(cls, expected):
+        raise ValueError(f"{class_path} is not a {expected.__name__}")
+    return cls(**{k: v for k, v in settings.items() if not k.startswith("_")})
+
+
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
 def _jsonable(value: Any) -> Any:
@@ -239,17 +388,3 @@ def _settings(cls, value):
         if key in fields:
             fields[key] = tuple(fields[key])
     return cls(**fields)
-
-
-def build_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """The optimizers the paper's runs name, by their Hugging Face Trainer names."""
-    if name in ("adamw", "adamw_torch", "adamw_torch_fused"):
-        on_cuda = all(p.is_cuda for p in params)
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=on_cuda or None)
-    import bitsandbytes as bnb
-
-    if name == "adamw_8bit":
-        return bnb.optim.AdamW8bit(params, lr=lr, weight_decay=weight_decay)
-    if name == "paged_adamw_8bit":
-        return bnb.optim.PagedAdamW8bit(params, lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {name!r}")

@@ -48,7 +48,6 @@ class ResponseTask(Task):
         if generation not in GENERATION_MODES:
             raise ValueError(f"generation must be one of {', '.join(GENERATION_MODES)}, got {generation!r}")
         self.test_metrics = text_metrics(metrics_tokenize)
-        self._generations: list[dict] = []
 
     # -- training and validation: the loss on every counselor turn's tokens -----------------
 
@@ -70,14 +69,16 @@ class ResponseTask(Task):
 
     # -- test and predict: greedy generation of the next counselor turn ----------------------
 
-    def generate(self, batch: dict) -> list[str]:
+    predictions_file = "generations.jsonl"
+
+    def infer(self, batch: dict) -> list[str]:
+        """The greedy next counselor turn of every request in ``batch``."""
         hp = self.hparams
         prompts = [r.prompt_ids for r in batch["requests"]]
         texts = self.generate_text(prompts, hp.max_new_tokens, hp.min_new_tokens, hp.generation == "shared_prefix")
         return [text.strip() for text in texts]
 
-    def _generation_rows(self, batch: dict) -> list[dict]:
-        texts = self.generate(batch)
+    def prediction_rows(self, batch: dict, outputs: list[str]) -> list[dict]:
         return [
             {
                 "dialogue_id": r.dialogue_id,
@@ -86,35 +87,14 @@ class ResponseTask(Task):
                 "reference": r.reference,
                 "generation": text,
             }
-            for r, text in zip(batch["requests"], texts)
+            for r, text in zip(batch["requests"], outputs)
         ]
 
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        rows = self._generation_rows(batch)
-        self.test_metrics.update([r["generation"] for r in rows], [r["reference"] for r in rows])
-        self._generations += rows
+    def update_test_metrics(self, batch: dict, outputs: list[str]) -> None:
+        self.test_metrics.update(outputs, [r.reference for r in batch["requests"]])
 
-    def on_test_epoch_start(self) -> None:
-        self._generations = []
-        self.test_metrics.reset()
-
-    def on_test_epoch_end(self) -> None:
+    def test_report(self, rows: list[dict]) -> dict:
         values = {name: float(value) for name, value in self.test_metrics.compute().items()}
+        self.test_metrics.reset()
         self.log_dict(values)
-        tokenize = self.hparams.metrics_tokenize
-        self.write_jsonl("generations.jsonl", self._generations)
-        self.write_json(
-            "metrics.json",
-            {"task": "response", "turns": len(self._generations), "tokenize": tokenize, "metrics": values},
-        )
-
-    def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
-        rows = self._generation_rows(batch)
-        self._generations += rows
-        return rows
-
-    def on_predict_epoch_start(self) -> None:
-        self._generations = []
-
-    def on_predict_epoch_end(self) -> None:
-        self.write_jsonl("generations.jsonl", self._generations)
+        return {"task": "response", "turns": len(rows), "tokenize": self.hparams.metrics_tokenize, "metrics": values}

@@ -2,7 +2,8 @@
 
 from datetime import datetime
 
-from kokorozoo.data import Utterance, chat_messages, counselor_turn_indices, merge_utterances
+from kokorozoo.chat_format import chat_messages
+from kokorozoo.data import Utterance, counselor_turn_indices, merge_utterances
 
 T = datetime(2024, 1, 1)
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from kokorozoo.data import chat_messages, dialogue_turns
+from kokorozoo.chat_format import chat_messages
+from kokorozoo.data import dialogue_turns
 from kokorozoo.data.encoding import (
     IGNORE_INDEX,
     dialogue_windows,

@@ -53,7 +53,7 @@ def test_records_are_typed_and_sorted(kokorochat, kokorochat_root):
     assert first.topic.main_en == "Workplace Issues"
     fb = first.feedback
     assert (fb.score, fb.client_id, fb.counselor_id, fb.evaluation_id) == (72, 3, 7, 10)
-    assert fb.items[:3] == (3, 3, 2) and fb.item("clarified_issues_cleraly") == 5
+    assert fb.items[:3] == (3, 3, 2) and fb.items[ITEM_NAMES.index("clarified_issues_cleraly")] == 5
     assert len(fb.items) == len(FEEDBACK_ITEMS) == 20
     assert not (fb.harmful_due_to_ignorance or fb.other_potentially_unethical or fb.unwilling_to_continue)
 

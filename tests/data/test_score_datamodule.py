@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from kokorozoo.data import FEEDBACK_ITEMS, dialogue_turns, score_split
-from kokorozoo.data.datamodules import SCORE_INSTRUCTION, ScoreDataModule, format_scores
+from kokorozoo.data.datamodules import ScoreDataModule
+from kokorozoo.data.score_format import SCORE_INSTRUCTION, format_scores
 from kokorozoo.data.encoding import IGNORE_INDEX
 
 ASSISTANT_HEADER = "<|start_header_id|>assistant<|end_header_id|>\n\n"
@@ -66,7 +67,7 @@ def test_max_length_too_short_for_the_request_is_an_error(kokorochat, tiny_token
 def test_batches_hold_right_padded_sequences_and_left_padded_prompts(kokorochat, tiny_tokenizer):
     dm = datamodule(kokorochat, tiny_tokenizer, max_length=4096, limit_test=3, eval_batch_size=3)
     dm.setup("test")
-    samples = dm._samples["test"]
+    samples = dm.samples("test")
     batch = next(iter(dm.test_dataloader()))
     assert batch["dialogue_ids"] == [s.dialogue_id for s in samples]
     assert batch["scores"].shape == (3, 20) and batch["scores"].dtype == torch.long

@@ -11,7 +11,7 @@ import torch
 from kokorozoo.cli import main
 from kokorozoo.data import dialogue_turns
 from kokorozoo.data.encoding import dialogue_windows, encode_dialogue, per_turn_samples
-from kokorozoo.data.datamodules import pad_samples
+from kokorozoo.data.batching import pad_samples
 from kokorozoo.tasks import ResponseTask
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,7 +21,6 @@ ROOT = Path(__file__).resolve().parents[2]
 RESPONSE_ARGS = (
     "--data.init_args.test_turns=4",
     "--data.init_args.max_length=1024",
-    "--data.init_args.max_new_tokens=8",
     "--model.init_args.max_new_tokens=8",
 )
 

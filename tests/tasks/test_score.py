@@ -17,7 +17,8 @@ from kokorozoo.data import ITEM_NAMES
 from kokorozoo.data.datamodules import ScoreDataModule
 from kokorozoo.tasks import ScoreHeadsTask, ScoreTask
 from kokorozoo.tasks.response import token_losses
-from kokorozoo.tasks.score import HEADS_FILE, format_scores, parse_scores
+from kokorozoo.data.score_format import format_scores, parse_scores
+from kokorozoo.tasks.score import HEADS_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLD = [3, 4, 5, 0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4]
@@ -100,7 +101,7 @@ def test_heads_read_the_same_state_whatever_the_batch(small_tiny, score_batch):
     assert lengths.min() < lengths.max()  # left padding is exercised
     with torch.no_grad():
         together = task.item_logits(batch["prompt"])
-        alone = torch.cat([task.item_logits(dm._collate([s])["prompt"]) for s in dm._samples["test"]])
+        alone = torch.cat([task.item_logits(dm.collate([s], "test")["prompt"]) for s in dm.samples("test")])
     assert together.shape == (3, 20, 6)
     torch.testing.assert_close(together, alone, atol=1e-4, rtol=1e-4)
 

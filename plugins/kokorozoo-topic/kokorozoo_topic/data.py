@@ -1,11 +1,10 @@
 """The topic labels and :class:`TopicDataModule`: whole dialogues, rendered and split by the core
 data layer, each labelled with its main topic.
 
-Everything about the data comes from :mod:`kokorozoo.data`: loading and validation
-(``load_kokorochat`` through :class:`~kokorozoo.data.datamodules.KokoroChatDataModule`), the
-score-prediction split (8:1:1, test part fixed, train/val by ``seed``), utterance merging and the
-one chat rendering (``encode_dialogue`` over ``chat_messages``). This module only adds the label
-and how a long dialogue is cut.
+Everything about the data comes from :mod:`kokorozoo.api`: loading, validation, setup and loaders
+(:class:`~kokorozoo.api.KokoroChatDataModule`), the score-prediction split (8:1:1, test part
+fixed, train/val by ``seed``), utterance merging and the one chat rendering (``encode_dialogue``).
+This module only adds the label and how a long dialogue is cut.
 """
 
 from __future__ import annotations
@@ -16,11 +15,18 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from torch.utils.data import DataLoader
 
-from kokorozoo.data import Dialogue, Split, dialogue_turns, score_split
-from kokorozoo.data.datamodules import KokoroChatDataModule, pad_ids
-from kokorozoo.data.encoding import EncodedDialogue, encode_dialogue
+from kokorozoo.api import (
+    Dialogue,
+    EncodedDialogue,
+    KokoroChatDataModule,
+    Part,
+    Split,
+    dialogue_turns,
+    encode_dialogue,
+    pad_ids,
+    score_split,
+)
 
 #: The 11 main topics (``topic.main_en``) in class-index order (alphabetical); a checkpoint's head
 #: rows follow this order, so never reorder it.
@@ -109,7 +115,7 @@ class TopicDataModule(KokoroChatDataModule):
             turns, where the concern is stated; default) or ``end`` (the latest turns).
         system_prompt: an optional system message before every dialogue.
         **kwargs: ``root``, ``seed``, batch sizes, ``max_length``, limits: see
-            :class:`kokorozoo.data.datamodules.KokoroChatDataModule`. ``predict`` uses the test part.
+            :class:`kokorozoo.api.KokoroChatDataModule`. ``predict`` uses the test part.
     """
 
     def __init__(self, keep: Keep = "start", system_prompt: str | None = None, **kwargs):
@@ -117,7 +123,6 @@ class TopicDataModule(KokoroChatDataModule):
         if keep not in ("start", "end"):
             raise ValueError(f"keep must be 'start' or 'end', got {keep!r}")
         self.keep, self.system_prompt = keep, system_prompt
-        self._samples: dict[str, list[TopicSample]] = {}
 
     def make_split(self, dialogues: Sequence[Dialogue]) -> Split:
         return score_split(dialogues, self.seed)
@@ -126,36 +131,11 @@ class TopicDataModule(KokoroChatDataModule):
         encoded = encode_dialogue(self._require_tokenizer(), dialogue_turns(dialogue), self.system_prompt)
         return TopicSample(dialogue.id, cut_dialogue(encoded, self.max_length, self.keep), topic_index(dialogue))
 
-    def samples(self, part: str) -> list[TopicSample]:
-        if part not in self._samples:
-            self._samples[part] = [self.sample(d) for d in getattr(self.split, part)]
-        return self._samples[part]
-
     @property
     def majority_topic(self) -> int:
         """The most frequent topic of the training part: the constant baseline's prediction."""
         counts = Counter(topic_index(d) for d in self.split.train)
         return max(counts, key=lambda i: (counts[i], -i))
 
-    def setup(self, stage: str | None = None) -> None:
-        if stage in ("fit", None):
-            self.samples("train")
-        if stage in ("fit", "validate", None):
-            self.samples("val")
-        if stage in ("test", "predict", None):
-            self.samples("test")
-
-    def _collate(self, samples: Sequence[TopicSample]) -> dict:
+    def collate(self, samples: Sequence[TopicSample], part: Part) -> dict:
         return collate_topics(samples, self._require_tokenizer().pad_token_id)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.samples("train"), self.batch_size, True, self._collate)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.samples("val"), self.eval_batch_size, False, self._collate)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.samples("test"), self.eval_batch_size, False, self._collate)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()

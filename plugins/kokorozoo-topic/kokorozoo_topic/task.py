@@ -10,8 +10,7 @@ import torch.nn.functional as F
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from kokorozoo.backbone import Backbone
-from kokorozoo.tasks.base import Task
+from kokorozoo.api import Backbone, Task
 from kokorozoo_topic.data import NUM_TOPICS, TOPICS
 
 
@@ -23,12 +22,6 @@ def topic_metrics() -> MetricCollection:
             "macro_f1": MulticlassF1Score(NUM_TOPICS, average="macro"),
         }
     )
-
-
-def last_token_states(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """The hidden state of each row's last real token (rows are right-padded)."""
-    last = attention_mask.sum(dim=1) - 1
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
 class TopicTask(Task):
@@ -51,35 +44,27 @@ class TopicTask(Task):
         self.val_metrics = topic_metrics().clone(prefix="val_")
         self.test_metrics = topic_metrics().clone(prefix="test_")
         self.test_per_topic = MulticlassF1Score(NUM_TOPICS, average=None)
-        self._rows: list[dict] = []
 
     def configure_heads(self, backbone: Backbone) -> None:
         device = backbone.model.get_input_embeddings().weight.device
         self.head = torch.nn.Linear(backbone.model.config.hidden_size, NUM_TOPICS, device=device)
 
-    def _decoder(self) -> torch.nn.Module:
-        """The transformer without its language-model head (LoRA layers are inside it)."""
-        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        return base.get_decoder()
-
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Topic logits, one row per dialogue."""
-        hidden = self._decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        pooled = last_token_states(hidden, attention_mask).float()
-        return self.head(self.dropout(pooled))
+        """Topic logits, one row per dialogue, from the last real token's state."""
+        return self.head(self.dropout(self.last_token_states(input_ids, attention_mask).float()))
 
-    def _logits(self, batch: dict) -> torch.Tensor:
+    def infer(self, batch: dict) -> torch.Tensor:
         return self(batch["input_ids"], batch["attention_mask"])
 
     # -- training and validation ------------------------------------------------------------
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = F.cross_entropy(self._logits(batch), batch["labels"])
+        loss = F.cross_entropy(self.infer(batch), batch["labels"])
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        logits = self._logits(batch)
+        logits = self.infer(batch)
         size = len(batch["labels"])
         self.log("val_loss", F.cross_entropy(logits, batch["labels"]), prog_bar=True, batch_size=size)
         self.val_metrics.update(logits, batch["labels"])
@@ -87,7 +72,7 @@ class TopicTask(Task):
 
     # -- test and predict --------------------------------------------------------------------
 
-    def _prediction_rows(self, batch: dict, logits: torch.Tensor) -> list[dict]:
+    def prediction_rows(self, batch: dict, logits: torch.Tensor) -> list[dict]:
         probs = logits.softmax(dim=-1)
         best = probs.argmax(dim=-1)
         rows = []
@@ -102,47 +87,30 @@ class TopicTask(Task):
             rows.append(row)
         return rows
 
-    def on_test_epoch_start(self) -> None:
-        self._rows = []
-        self.test_metrics.reset()
-        self.test_per_topic.reset()
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        logits = self._logits(batch)
+    def update_test_metrics(self, batch: dict, logits: torch.Tensor) -> None:
         self.test_metrics.update(logits, batch["labels"])
         self.test_per_topic.update(logits, batch["labels"])
-        self._rows += self._prediction_rows(batch, logits)
 
-    def on_test_epoch_end(self) -> None:
+    def test_report(self, rows: list[dict]) -> dict:
         values = {name: float(value) for name, value in self.test_metrics.compute().items()}
         self.log_dict(values)
         per_topic = dict(zip(TOPICS, (float(v) for v in self.test_per_topic.compute())))
-        report = {"task": "topic", "dialogues": len(self._rows), "metrics": values, "per_topic_f1": per_topic}
-        baseline = self._majority_baseline()
+        self.test_metrics.reset()
+        self.test_per_topic.reset()
+        report = {"task": "topic", "dialogues": len(rows), "metrics": values, "per_topic_f1": per_topic}
+        baseline = self._majority_baseline(rows)
         if baseline is not None:
             report["baseline"] = baseline
-        self.write_jsonl("predictions.jsonl", self._rows)
-        self.write_json("metrics.json", report)
+        return report
 
-    def _majority_baseline(self) -> dict | None:
+    def _majority_baseline(self, rows: list[dict]) -> dict | None:
         """Always predicting the training part's most frequent topic, scored on the same test rows."""
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         majority = getattr(datamodule, "majority_topic", None)
-        if majority is None or not self._rows:
+        if majority is None or not rows:
             return None
-        gold = torch.tensor([TOPICS.index(r["topic"]) for r in self._rows])
+        gold = torch.tensor([TOPICS.index(r["topic"]) for r in rows])
         constant = torch.full_like(gold, majority)
         metrics = topic_metrics()
         metrics.update(F.one_hot(constant, NUM_TOPICS).float(), gold)
         return {"predicts": TOPICS[majority], **{k: float(v) for k, v in metrics.compute().items()}}
-
-    def on_predict_epoch_start(self) -> None:
-        self._rows = []
-
-    def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
-        rows = self._prediction_rows(batch, self._logits(batch))
-        self._rows += rows
-        return rows
-
-    def on_predict_epoch_end(self) -> None:
-        self.write_jsonl("predictions.jsonl", self._rows)

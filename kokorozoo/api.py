@@ -1,0 +1,43 @@
+"""What a task plugin may import: the one stable surface of kokorozoo for code outside it.
+
+A plugin is a task (:class:`Task`: its steps and its metrics) and usually a datamodule
+(:class:`KokoroChatDataModule`: a split, a sample per dialogue, a collate); both get everything
+else from their base classes (the backbone, optimizer, checkpoints, output files and export; the
+data, setup and loaders). The data helpers below are the ones the core tasks use, so a plugin
+renders, cuts and pads dialogues exactly as they do. Everything else in kokorozoo may change
+between versions; these names keep their meaning.
+"""
+
+from kokorozoo.backbone import Backbone
+from kokorozoo.chat_format import chat_messages
+from kokorozoo.data.batching import pad_ids, pad_samples
+from kokorozoo.data.datamodules import STAGE_PARTS, KokoroChatDataModule, Part
+from kokorozoo.data.dialogue import Turn, dialogue_turns
+from kokorozoo.data.encoding import IGNORE_INDEX, EncodedDialogue, encode_dialogue
+from kokorozoo.data.kokorochat import Dialogue, load_kokorochat
+from kokorozoo.data.splits import Split, response_split, score_split
+from kokorozoo.progress import progress
+from kokorozoo.tasks.base import Task, load_task
+
+__all__ = [
+    "IGNORE_INDEX",
+    "STAGE_PARTS",
+    "Backbone",
+    "Dialogue",
+    "EncodedDialogue",
+    "KokoroChatDataModule",
+    "Part",
+    "Split",
+    "Task",
+    "Turn",
+    "chat_messages",
+    "dialogue_turns",
+    "encode_dialogue",
+    "load_kokorochat",
+    "load_task",
+    "pad_ids",
+    "pad_samples",
+    "progress",
+    "response_split",
+    "score_split",
+]

@@ -1,0 +1,40 @@
+"""The backbone every task uses: :mod:`~kokorozoo.backbone.loading` (an LLM by name or path, NF4,
+LoRA) and :mod:`~kokorozoo.backbone.tiny` (the embedded ``tiny`` default, built and cached)."""
+
+from kokorozoo.backbone.errors import BackboneError
+from kokorozoo.backbone.loading import (
+    COMPUTE_DTYPES,
+    LORA_TARGETS,
+    QUANTIZATIONS,
+    Backbone,
+    LoraSettings,
+    default_device,
+    disable_cpu_weight_repacking,
+    hub_offline,
+    load_backbone,
+    load_tokenizer,
+    resolve_model,
+    trainable_state_dict,
+)
+from kokorozoo.backbone.tiny import TINY, TinyConfig, build_tiny, default_cache_dir, train_tokenizer
+
+__all__ = [
+    "COMPUTE_DTYPES",
+    "LORA_TARGETS",
+    "QUANTIZATIONS",
+    "TINY",
+    "Backbone",
+    "BackboneError",
+    "LoraSettings",
+    "TinyConfig",
+    "build_tiny",
+    "default_cache_dir",
+    "default_device",
+    "disable_cpu_weight_repacking",
+    "hub_offline",
+    "load_backbone",
+    "load_tokenizer",
+    "resolve_model",
+    "train_tokenizer",
+    "trainable_state_dict",
+]

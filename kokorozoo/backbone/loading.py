@@ -1,0 +1,253 @@
+"""Loading a backbone: an LLM by hub name or local path, 4-bit NF4 or not, LoRA adapters and
+gradient checkpointing. Every task loads its model through :func:`load_backbone`.
+
+The paper's model (``tokyotech-llm/Llama-3.1-Swallow-8B-Instruct-v0.3``) and the embedded ``tiny``
+default (:mod:`kokorozoo.backbone.tiny`) go through the same ``from_pretrained`` code, so the code
+path tested on CPU is the one that loads the real model on a GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from kokorozoo.backbone.errors import BackboneError
+from kokorozoo.backbone.tiny import TINY, TinyConfig, build_tiny
+from kokorozoo.chat_format import PAD, ensure_assistant_mask_template
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+QUANTIZATIONS = ("nf4", "none")
+COMPUTE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+#: The paper's LoRA targets: every attention and MLP projection of a Llama block.
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA adapter settings; the defaults are the paper's (r=8, alpha=16, dropout=0.05, all seven
+    projections)."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = LORA_TARGETS
+    #: Whole modules trained beside the adapters (PEFT's modules_to_save), e.g. ``lm_head`` for the
+    #: tiny backbone, whose random weights give LoRA alone nothing to adapt. The paper used none.
+    modules_to_save: tuple[str, ...] = ()
+
+    def peft_config(self):
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=list(self.target_modules),
+            modules_to_save=list(self.modules_to_save) or None,
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+
+
+@dataclass
+class Backbone:
+    """A loaded model (a ``PeftModel`` when LoRA is on) and its tokenizer."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+
+
+def load_backbone(
+    model: str = TINY,
+    quantization: str = "nf4",
+    compute_dtype: str = "bfloat16",
+    lora: LoraSettings | None = LoraSettings(),
+    gradient_checkpointing: bool = False,
+    tiny: TinyConfig | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    device: str | None = None,
+) -> Backbone:
+    """Load ``model`` ready for training: base weights frozen (4-bit NF4 with ``quantization="nf4"``),
+    LoRA adapters trainable (none with ``lora=None``, e.g. for zero-shot), in train mode.
+
+    ``model`` is ``"tiny"`` (built on first use under ``cache_dir``, see :func:`kokorozoo.backbone.tiny.build_tiny`), a
+    local folder saved with ``save_pretrained``, or a hub name already in the local cache when the
+    hub is offline. ``device`` defaults to this process's GPU (``LOCAL_RANK``) when CUDA is
+    available, else the CPU.
+    """
+    dtype = _compute_dtype(compute_dtype)
+    quantization_config = _quantization_config(quantization, dtype)
+    source = resolve_model(model, tiny, cache_dir)
+    device = device or default_device()
+
+    from transformers import AutoModelForCausalLM
+
+    log.info("Loading %s (%s, %s) on %s", model, quantization, compute_dtype, device)
+    try:
+        base = AutoModelForCausalLM.from_pretrained(
+            source,
+            dtype=dtype,
+            quantization_config=quantization_config,
+            device_map=device,
+            local_files_only=hub_offline(),
+        )
+    except OSError as e:
+        raise BackboneError(f"model {model!r} could not be loaded: {_first_line(e)}") from None
+    disable_cpu_weight_repacking(base)
+    _prepare_for_training(base, quantization_config is not None, gradient_checkpointing)
+
+    if lora is not None:
+        from peft import get_peft_model
+
+        try:
+            base = get_peft_model(base, lora.peft_config())
+        except ValueError as e:
+            raise BackboneError(f"LoRA on {model!r}: {_first_line(e)}") from None
+    base.train()
+    return Backbone(base, load_tokenizer(model, tiny, cache_dir))
+
+
+def load_tokenizer(
+    model: str = TINY, tiny: TinyConfig | None = None, cache_dir: str | os.PathLike | None = None
+) -> PreTrainedTokenizerBase:
+    """The tokenizer of ``model`` alone (for datamodules), with a pad token and a chat template
+    that marks assistant tokens (see :data:`kokorozoo.chat_format.LLAMA3_CHAT_TEMPLATE`)."""
+    from transformers import AutoTokenizer
+
+    source = resolve_model(model, tiny, cache_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=hub_offline())
+    except OSError as e:
+        raise BackboneError(f"tokenizer of {model!r} could not be loaded: {_first_line(e)}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = PAD if PAD in tokenizer.get_vocab() else tokenizer.eos_token
+    ensure_assistant_mask_template(tokenizer, model)
+    return tokenizer
+
+
+def resolve_model(model: str, tiny: TinyConfig | None = None, cache_dir: str | os.PathLike | None = None) -> str:
+    """What ``from_pretrained`` gets for ``model``: the tiny model's folder (built if needed), a
+    local folder, or a hub name; a name that cannot load offline fails here in one line."""
+    if model == TINY:
+        return str(build_tiny(tiny, cache_dir=cache_dir))
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return str(path)
+    if path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
+        raise BackboneError(f"model {model!r} is not a directory (expected a folder saved with save_pretrained)")
+    if hub_offline() and not _in_hub_cache(model):
+        raise BackboneError(
+            f"model {model!r} is not a local directory and not in the local Hugging Face cache, and the hub is"
+            " offline (HF_HUB_OFFLINE=1): download it where the hub is reachable, or pass its local folder"
+        )
+    return model
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub is switched off, read now (``huggingface_hub`` reads
+    ``HF_HUB_OFFLINE`` only once, at import)."""
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+
+
+def default_device() -> str:
+    """This process's GPU when CUDA is available (``LOCAL_RANK`` under multi-GPU launchers), else
+    the CPU. A 4-bit model cannot be moved after loading, so it is placed at load time."""
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return "cpu"
+
+
+def disable_cpu_weight_repacking(model: torch.nn.Module) -> int:
+    """Keep every ``bnb.nn.Linear4bit`` in the layout its training kernels read; returns how many.
+
+    On CPUs with AVX512-BF16, bitsandbytes 0.50 repacks a 4-bit weight on its first eval-mode,
+    no-grad forward (validation, ``generate``) into a layout with no autograd kernel: later
+    training gradients come out silently wrong. Applied on every load, before any forward, so that
+    results never depend on the machine. A weight already repacked cannot be restored exactly
+    (its scales were rounded to bfloat16), so that raises instead.
+    """
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return 0
+    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
+    for name, layer in layers:
+        if getattr(getattr(layer.weight, "quant_state", None), "packing_format_for_cpu", False):
+            raise BackboneError(
+                f"{name} was already repacked for CPU inference by an eval-mode forward; its training gradients"
+                " would be wrong: reload the model (load_backbone applies this fix before any forward)"
+            )
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)
+
+
+def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Only the parameters being trained (LoRA, task heads): what an adapter-only checkpoint holds,
+    since a 4-bit base cannot be saved and reloaded strictly."""
+    return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _compute_dtype(name: str) -> torch.dtype:
+    if name not in COMPUTE_DTYPES:
+        raise BackboneError(f"compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {name!r}")
+    return COMPUTE_DTYPES[name]
+
+
+def _quantization_config(quantization: str, dtype: torch.dtype):
+    """The ``BitsAndBytesConfig`` for NF4 (QLoRA: 4-bit weights, matmuls in ``dtype``), or None."""
+    if quantization not in QUANTIZATIONS:
+        raise BackboneError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
+    if quantization == "none":
+        return None
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise BackboneError(
+            "quantization='nf4' needs bitsandbytes: pip install -c constraints.txt bitsandbytes"
+            " (or use quantization='none')"
+        ) from None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+
+
+def _prepare_for_training(model: PreTrainedModel, quantized: bool, gradient_checkpointing: bool) -> None:
+    """Freeze the base weights; for 4-bit, also peft's k-bit preparation (norms and embeddings in
+    float32, inputs that carry gradients through checkpointing)."""
+    checkpointing_kwargs = {"use_reentrant": False}
+    if quantized:
+        from peft import prepare_model_for_kbit_training
+
+        prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=gradient_checkpointing, gradient_checkpointing_kwargs=checkpointing_kwargs
+        )
+        return
+    model.requires_grad_(False)
+    if gradient_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpointing_kwargs)
+
+
+def _in_hub_cache(name: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except ValueError:  # not a valid repo id
+        return False
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
