@@ -32,10 +32,30 @@ def test_stats_subsets(capsys, subset, dialogues, utterances):
         assert s["utterances"]["total"] == utterances
 
 
+def table_rows(out: str) -> dict[str, list[str]]:
+    """The figures table of ``data stats``: label -> the numbers printed after it."""
+    rows = {}
+    for line in out.splitlines():
+        label, _, numbers = line.partition("  ")
+        cells = numbers.split()
+        if label and cells and all(c.replace(",", "").replace(".", "").isdigit() for c in cells):
+            rows[label.strip()] = cells
+    return rows
+
+
 def test_stats_table(capsys):
     assert main(["data", "stats", "--subset", "test"]) == 0
     out = capsys.readouterr().out
     assert "avg characters / utterance" in out and "118" in out
+    rows = table_rows(out)
+    s = stats(capsys, "--subset", "test")
+    roles = ("total", "counselor", "client")
+    assert rows["dialogues"] == ["118"] == [str(s["dialogues"])]
+    assert rows["utterances"] == [f"{s['utterances'][k]:,}" for k in roles] == ["12,402", "6,222", "6,180"]
+    assert rows["speakers"] == [str(s["speakers"][k]) for k in roles]
+    assert rows["avg characters / utterance"] == [f"{s['avg_characters_per_utterance'][k]:.2f}" for k in roles]
+    assert rows["merged turns"] == [f"{s['merged_turns'][k]:,}" for k in roles]
+    assert f"mean {s['score']['mean']:.2f}, median {s['score']['median']}" in out
 
 
 def test_missing_root_is_one_line(capsys, tmp_path):
