@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from kokorozoo.data.kokorochat import DEFAULT_SEARCH_PATHS_DOC, DataError
+from kokorozoo.evaluation.report_cli import add_data_report_parser, add_report_parser
 from kokorozoo.registry import RegistryError, TaskEntry, scan_tasks
 
 USAGE_ERROR = 2
@@ -94,6 +95,7 @@ def _add_data_parser(commands: argparse._SubParsersAction) -> None:
         help="on an invalid file: stop with its name and field (raise, default) or report and skip it",
     )
     stats.set_defaults(handler=_data_stats)
+    add_data_report_parser(data_commands)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,6 +190,7 @@ SUBCOMMAND_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_data_parser,
     _add_export_parser,
     _add_tasks_parser,
+    add_report_parser,
 ]
 
 
