@@ -476,7 +476,7 @@ def _per_item_bars(page: Page, group: Group) -> None:
         ax.set_ylabel(label(metric) + (" (lower is better)" if metric == "mae" else " (%)"))
         ax.grid(axis="y", alpha=0.3)
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=9, frameon=False)
-        ax.set_ylim(0, ITEM_MAX if metric == "mae" else 100)
+        ax.set_ylim(0, None if metric == "mae" else 100)  # MAE: as high as the bars, so differences show
     axes[-1].set_xticks(x, [f"D{i + 1}" for i in x])
     axes[-1].set_xlabel("item (names in the table below)")
     seeds = " (mean ± std over seeds)" if len(group.runs) > 1 else ""
@@ -567,8 +567,8 @@ def _spearman_and_totals(page: Page, groups: Sequence[Group]) -> dict[str, list[
         ax.scatter(gold, pred, s=12, alpha=0.5)
         ax.plot([0, 100], [0, 100], color="grey", lw=0.8, ls="--")
         ax.set(
-            xlim=(0, 100),
-            ylim=(0, 100),
+            xlim=(-2, 102),  # a margin, so that points on 0 or 100 are drawn whole
+            ylim=(-2, 102),
             aspect="equal",
             xlabel="gold total (sum of 20 items)",
             ylabel="predicted total",
