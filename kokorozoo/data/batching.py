@@ -1,5 +1,5 @@
-"""Padding token lists into batches: the one helper every collate uses (core tasks, score prompts,
-generation, plugins)."""
+"""Token lists into batches: padding, the one helper every collate uses (core tasks, score
+prompts, generation, plugins), and padding-free packing for the LM losses."""
 
 from __future__ import annotations
 
@@ -28,6 +28,27 @@ def pad_samples(samples: Sequence[tuple[list[int], list[int]]], pad_id: int) -> 
     input_ids, attention = pad_ids([ids for ids, _ in samples], pad_id)
     labels, _ = pad_ids([labels for _, labels in samples], IGNORE_INDEX)
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
+
+
+def pack_samples(samples: Sequence[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
+    """(input_ids, labels) pairs concatenated into ONE row [1, T], T the sum of their lengths: no
+    padding at all. ``position_ids`` restart at 0 at each sample and there is no attention mask, so
+    transformers' masking (5.x: ``find_packed_sequence_indices``, for sdpa, eager and flash
+    attention alike) keeps each token's attention inside its own sample: every sample reads as
+    it would alone in a padded batch. Each sample's first label is ignored (no position predicts
+    it in a padded batch either), so no loss term crosses from one sample into the next."""
+    input_ids, labels, positions = [], [], []
+    for ids, sample_labels in samples:
+        input_ids += ids
+        labels += [IGNORE_INDEX, *sample_labels[1:]]
+        positions += range(len(ids))
+    rows = {"input_ids": input_ids, "labels": labels, "position_ids": positions}
+    return {key: torch.tensor([values], dtype=torch.long) for key, values in rows.items()}
+
+
+def batch_samples(samples: Sequence[tuple[list[int], list[int]]], pad_id: int, packing: bool) -> dict[str, torch.Tensor]:
+    """An LM batch of (input_ids, labels) pairs: packed into one row, or right-padded."""
+    return pack_samples(samples) if packing else pad_samples(samples, pad_id)
 
 
 def unpadded(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[list[int]]:

@@ -40,6 +40,7 @@ from kokorozoo.backbone import (
 )
 from kokorozoo.chat_format import stop_token_ids
 from kokorozoo.generation import generate_padded, generate_shared_prefix, shared_prefix_supported
+from kokorozoo.tasks.loss import DEFAULT_LOSS_CHUNK, labelled_token_loss
 
 CHECKPOINT_KEY = "kokorozoo"
 EXPORT_INFO = "kokorozoo.json"
@@ -81,6 +82,7 @@ class Task(LightningModule):
         gradient_checkpointing: trade compute for memory.
         tiny: size of the ``tiny`` backbone.
         llama3: layers (and, for tests, width) of the ``llama3`` backbone, Swallow-8B's shape.
+        loss_chunk_size: labelled tokens whose vocabulary-sized logits exist at once in the loss.
         optimizer: ``adamw`` (fused on CUDA; ``adamw_torch``/``adamw_torch_fused`` are aliases),
             ``adamw_8bit`` or ``paged_adamw_8bit`` (bitsandbytes).
         lr: peak learning rate, reached after ``warmup_steps`` of linear warm-up, then decayed
@@ -105,6 +107,7 @@ class Task(LightningModule):
         gradient_checkpointing: bool = False,
         tiny: TinyConfig | None = None,
         llama3: Llama3Config | None = None,
+        loss_chunk_size: int = DEFAULT_LOSS_CHUNK,
         optimizer: str = "adamw_8bit",
         lr: float = 1e-3,
         warmup_steps: int = 100,
@@ -163,12 +166,25 @@ class Task(LightningModule):
         needs after its prompt (``max_new_tokens``, for tasks that generate)."""
         datamodule.connect(self.tokenizer, max_new_tokens=self.hparams.get("max_new_tokens", 0))
 
-    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                      position_ids: torch.Tensor | None = None) -> torch.Tensor:
         """The final (normed) hidden states [B, L, H], without the LM head: at 8k tokens a
         [batch, length, vocabulary] logits tensor would take tens of GB. Positions count from each
-        row's first real token, so left- and right-padded rows read alike."""
-        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        return self.decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions).last_hidden_state
+        row's first real token, so left- and right-padded rows read alike. A packed batch
+        (:func:`~kokorozoo.data.batching.pack_samples`) gives ``position_ids`` restarting at each
+        sample and no mask: transformers then keeps attention inside each sample."""
+        if position_ids is None:
+            position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        # no cache: with one, transformers would not look for packed samples in the positions
+        out = self.decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+        return out.last_hidden_state
+
+    def labelled_token_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed next-token cross-entropy over the labelled tokens of a padded or packed batch,
+        and their count; the LM head runs on labelled positions only, ``loss_chunk_size`` at a
+        time (see :mod:`kokorozoo.tasks.loss`): no [B, L, V] tensor in training or validation."""
+        hidden = self.hidden_states(batch["input_ids"], batch.get("attention_mask"), batch.get("position_ids"))
+        return labelled_token_loss(hidden, batch["labels"], self.lm_head, self.hparams.loss_chunk_size)
 
     def last_token_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The final hidden state [B, H] of each row's last real token, left- or right-padded: the

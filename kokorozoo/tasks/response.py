@@ -6,22 +6,12 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
-from kokorozoo.data.encoding import IGNORE_INDEX
 from kokorozoo.metrics import text_metrics
 from kokorozoo.tasks.base import Task
+from kokorozoo.tasks.loss import token_losses  # noqa: F401 - the full-logits reference, for tests
 
 GENERATION_MODES = ("shared_prefix", "generate")
-
-
-def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed next-token cross-entropy over the labelled positions, and their count."""
-    shifted = labels[:, 1:]
-    loss = F.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), shifted.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-    )
-    return loss, (shifted != IGNORE_INDEX).sum()
 
 
 class ResponseTask(Task):
@@ -52,8 +42,8 @@ class ResponseTask(Task):
     # -- training and validation: the loss on every counselor turn's tokens -----------------
 
     def summed_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        return token_losses(logits, batch["labels"])
+        """Summed loss over the batch's counselor-turn tokens (padded or packed) and their count."""
+        return self.labelled_token_loss(batch)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         total, count = self.summed_loss(batch)

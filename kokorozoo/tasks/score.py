@@ -47,7 +47,6 @@ from torch import Tensor, nn
 
 from kokorozoo.backbone import Backbone
 from kokorozoo.data.batching import unpadded
-from kokorozoo.data.encoding import IGNORE_INDEX
 from kokorozoo.data.kokorochat import ITEM_MAX, ITEM_NAMES, NUM_ITEMS
 from kokorozoo.data.score_format import parse_scores
 from kokorozoo.metrics import constant_predictions, item_modes, score_metrics
@@ -185,14 +184,11 @@ class ScoreTask(_ScoreTask):
         return self.generate_text(unpadded(prompt["input_ids"], prompt["attention_mask"]), self.hparams.max_new_tokens)
 
     def loss(self, batch: dict) -> tuple[Tensor, Tensor]:
-        """Next-token cross-entropy on the answer's tokens; the LM head runs only where a label
-        is, so the cost does not grow with the dialogue's length times the vocabulary."""
-        hidden = self.hidden_states(batch["input_ids"], batch["attention_mask"])
-        labels = batch["labels"][:, 1:]
-        labelled = labels != IGNORE_INDEX
-        logits = self.lm_head(hidden[:, :-1][labelled])
-        count = labelled.sum()
-        return F.cross_entropy(logits.float(), labels[labelled], reduction="sum") / count.clamp(min=1), count
+        """Mean next-token cross-entropy on the answer's tokens (padded or packed batches); the LM
+        head runs only where a label is, so the cost does not grow with the dialogue's length
+        times the vocabulary."""
+        total, count = self.labelled_token_loss(batch)
+        return total / count.clamp(min=1), count
 
     def infer(self, batch: dict) -> tuple[Tensor, list[dict]]:
         texts = self.generate(batch["prompt"])
