@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
-from kokorozoo.data.batching import pad_ids, pad_samples
+from kokorozoo.data.batching import batch_samples, pad_ids
 from kokorozoo.data.dialogue import Turn, dialogue_turns
 from kokorozoo.data.encoding import dialogue_windows, encode_dialogue, generation_prompt, per_turn_samples
 from kokorozoo.data.kokorochat import Dialogue, KokoroChat, OnError, load_kokorochat
@@ -187,6 +187,9 @@ class ResponseDataModule(KokoroChatDataModule):
             paper did. Both put the loss on the same tokens.
         system_prompt: an optional system message before every dialogue.
         test_turns: generate this many test counselor turns, drawn with ``seed`` (all when None).
+        packing: training and validation batches without padding: a batch's samples in one row,
+            attention kept inside each (:func:`~kokorozoo.data.batching.pack_samples`); the same
+            loss as padded batches on fewer tokens.
 
     Generation prompts are cut to ``max_length`` minus the task's ``max_new_tokens`` (given by
     ``connect``), so a generated turn always has room.
@@ -198,9 +201,11 @@ class ResponseDataModule(KokoroChatDataModule):
         mode: Literal["dialogue", "per_turn"] = "dialogue",
         system_prompt: str | None = None,
         test_turns: int | None = None,
+        packing: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.packing = packing
         if subset not in ("low", "high", "full"):
             raise ValueError(f"subset must be low, high or full, got {subset!r}")
         if mode not in ("dialogue", "per_turn"):
@@ -238,12 +243,12 @@ class ResponseDataModule(KokoroChatDataModule):
         return requests
 
     def collate(self, samples: Sequence, part: Part) -> dict:
-        """Training and validation: right-padded token batches. Test: the requests as they are
-        (the task generates from their token lists; padding, when its way of generating needs any,
-        is done there)."""
+        """Training and validation: right-padded (or packed) token batches. Test: the requests as
+        they are (the task generates from their token lists; padding, when its way of generating
+        needs any, is done there)."""
         if part == "test":
             return {"requests": list(samples)}
-        return pad_samples(samples, self._require_tokenizer().pad_token_id)
+        return batch_samples(samples, self._require_tokenizer().pad_token_id, self.packing)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,11 +271,12 @@ class ScoreSample:
         return self.input_ids[: self.prompt_length]
 
 
-def collate_scores(samples: Sequence[ScoreSample], pad_id: int) -> dict:
-    """A batch for either score task: ``input_ids``/``labels``/``attention_mask`` right-padded
-    (prompt + answer, for the answer's loss), ``prompt`` left-padded (for generation and for the
-    heads, which read the last position), the gold ``scores`` [B, 20] and the ``dialogue_ids``."""
-    batch = pad_samples([(s.input_ids, s.labels) for s in samples], pad_id)
+def collate_scores(samples: Sequence[ScoreSample], pad_id: int, packing: bool = False) -> dict:
+    """A batch for either score task: ``input_ids``/``labels``/``attention_mask`` right-padded, or
+    ``input_ids``/``labels``/``position_ids`` packed (prompt + answer, for the answer's loss),
+    ``prompt`` left-padded (for generation and for the heads, which read the last position), the
+    gold ``scores`` [B, 20] and the ``dialogue_ids``."""
+    batch = batch_samples([(s.input_ids, s.labels) for s in samples], pad_id, packing)
     prompt_ids, prompt_attention = pad_ids([s.prompt_ids for s in samples], pad_id, left=True)
     batch["prompt"] = {"input_ids": prompt_ids, "attention_mask": prompt_attention}
     batch["scores"] = torch.tensor([s.scores for s in samples], dtype=torch.long)
@@ -292,12 +298,17 @@ class ScoreDataModule(KokoroChatDataModule):
     Args:
         instruction: the request after the dialogue.
         system_prompt: an optional system message before the dialogue.
+        packing: the answer-loss view (``input_ids``/``labels``) without padding: a batch's
+            samples in one row, attention kept inside each (the same loss on fewer tokens). The
+            prompts that generation and the heads read stay left-padded, so ``ScoreHeadsTask``
+            trains as without it.
         **kwargs: see :class:`KokoroChatDataModule`.
     """
 
-    def __init__(self, instruction: str = SCORE_INSTRUCTION, system_prompt: str | None = None, **kwargs):
+    def __init__(self, instruction: str = SCORE_INSTRUCTION, system_prompt: str | None = None,
+                 packing: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.instruction, self.system_prompt = instruction, system_prompt
+        self.instruction, self.system_prompt, self.packing = instruction, system_prompt, packing
 
     def make_split(self, dialogues: Sequence[Dialogue]) -> Split:
         return score_split(dialogues, self.seed)
@@ -325,4 +336,4 @@ class ScoreDataModule(KokoroChatDataModule):
         return torch.tensor([d.feedback.items for d in train], dtype=torch.long)
 
     def collate(self, samples: Sequence[ScoreSample], part: Part) -> dict:
-        return collate_scores(samples, self._require_tokenizer().pad_token_id)
+        return collate_scores(samples, self._require_tokenizer().pad_token_id, self.packing)
