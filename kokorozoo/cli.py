@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from kokorozoo.data.kokorochat import DEFAULT_SEARCH_PATHS_DOC, DataError
+from kokorozoo.errors import UsageError
 from kokorozoo.evaluation.report_cli import add_data_report_parser, add_report_parser
 from kokorozoo.registry import RegistryError, TaskEntry, scan_tasks
 
@@ -20,15 +21,13 @@ USAGE_ERROR = 2
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
-class UsageError(Exception):
-    """A user's mistake that the CLI reports in one line."""
-
-
 def _user_errors() -> tuple[type[BaseException], ...]:
     """The errors that are a user's mistake; the backbone's only once it is imported (torch)."""
     errors: list[type[BaseException]] = [DataError, FileNotFoundError, UsageError, RegistryError]
     if "kokorozoo.backbone" in sys.modules:
         errors.append(sys.modules["kokorozoo.backbone"].BackboneError)
+    if "kokorozoo.tasks.base" in sys.modules:
+        errors.append(sys.modules["kokorozoo.tasks.base"].CheckpointError)
     return tuple(errors)
 
 
@@ -103,13 +102,20 @@ def _add_data_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from kokorozoo.tasks.base import load_task
 
+    out_dir = Path(args.out_dir)
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not args.overwrite:
+        raise UsageError(f"{out_dir} is not empty (an earlier export?): choose a new folder, or pass --overwrite")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{out_dir} is a file, not a folder")
     try:
         task = load_task(args.checkpoint)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    out = task.export(args.out_dir)
+    out = task.export(out_dir)
     print(f"wrote the PEFT adapter, tokenizer and kokorozoo.json of {args.checkpoint} to {out}")
     return 0
 
@@ -123,7 +129,8 @@ def _add_export_parser(commands: argparse._SubParsersAction) -> None:
         "its settings).",
     )
     export.add_argument("checkpoint", help="a .ckpt written by kokorozoo fit (e.g. best-*.ckpt or last.ckpt)")
-    export.add_argument("out_dir", help="the folder to write")
+    export.add_argument("out_dir", help="the folder to write (new or empty)")
+    export.add_argument("--overwrite", action="store_true", help="write into a folder that is not empty")
     export.set_defaults(handler=_export)
 
 

@@ -1,23 +1,55 @@
 """``kokorozoo fit|validate|test|predict``: LightningCLI over every registered task and datamodule.
 
-On top of LightningCLI: tasks are discovered (entry points) before parsing so configs can use
-short class names; the datamodule gets the task's tokenizer; the best checkpoint is chosen by the
-task's own ``monitor``/``mode`` (and ``last.ckpt`` is kept for resuming); after ``fit`` the best
-checkpoint is tested and a metrics summary printed; a user's mistake ends in one line.
+On top of LightningCLI:
+
+- tasks are discovered (entry points) before parsing, so configs can use short class names;
+- the datamodule gets what the task owns (tokenizer, generation room);
+- the best checkpoint is chosen by the task's own ``monitor``/``mode``, and ``last.ckpt`` is always
+  the latest state (:class:`~kokorozoo.runs.LastCheckpoint`); runs log to CSV and TensorBoard;
+- ``fit --ckpt_path`` resumes in the checkpoint's own run folder, with its data order, random
+  states and best-checkpoint record; resuming a finished run says so and exits 0;
+- after ``fit`` the best checkpoint is tested on every process and a metrics summary printed;
+- ``test``/``validate``/``predict`` take output locations from the command line and config, never
+  from the checkpoint; a checkpoint of another task is an error; without a checkpoint, a task with
+  trained parts (heads) is refused and the others are reported as zero-shot;
+- a user's mistake (a GPU config without a GPU, a setting that no longer fits when the work is
+  split across processes, an unwritable output folder, a bad checkpoint or config file) ends in
+  one line, found before any training.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
+import torch
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from kokorozoo.cli import LIGHTNING_COMMANDS
 from kokorozoo.data.datamodules import KokoroChatDataModule
+from kokorozoo.errors import UsageError
 from kokorozoo.registry import discover_tasks
-from kokorozoo.tasks.base import Task
+from kokorozoo.runs import Interrupted, LastCheckpoint, finished_state, run_folder
+from kokorozoo.tasks.base import CHECKPOINT_KEY, Task, read_checkpoint, task_class
+
+GPU_ACCELERATORS = ("gpu", "cuda")
+
+
+class NothingToDo(Exception):
+    """The command has nothing left to do (e.g. resuming a finished run): said in one line, exit 0."""
+
+
+#: The exit status of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
+INTERRUPTED = 130
 
 
 class KokorozooCLI(LightningCLI):
@@ -28,62 +60,256 @@ class KokorozooCLI(LightningCLI):
             default=True,
             help="after fit, test the best checkpoint and print the metrics summary",
         )
+        parser.add_argument(
+            "--last_every_n_steps",
+            type=int,
+            default=0,
+            help="also write last.ckpt every N training steps (it is always written after each validation, at the"
+            " end and on Ctrl-C); 0: only then",
+        )
+
+    # -- what the checkpoint may and may not change ------------------------------------------------
+
+    def _parse_ckpt_path(self) -> None:
+        """Read the task's settings from a checkpoint, but keep the user's output locations, and
+        refuse a checkpoint of another task than the one configured. (The first hook after
+        parsing: the other checks of the parsed settings run here too, before anything prints.)"""
+        sub = self.config.get("subcommand")
+        if sub:
+            self._check_accelerator(self.config[sub])
+        ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+        if not ckpt_path or ckpt_path in ("best", "last", "hpc", "registry"):
+            return
+        saved = read_checkpoint(ckpt_path)
+        written_by = saved[CHECKPOINT_KEY]["task"]
+        configured = self.config[sub].get("model", {}).get("class_path")
+        if configured and task_class(configured) is not task_class(written_by):
+            raise UsageError(
+                f"{ckpt_path} was written by {written_by.rpartition('.')[2]} ({written_by}), but the config names"
+                f" {configured.rpartition('.')[2]} ({configured}): use that task's config, or a checkpoint of this one"
+            )
+        output_dir = self.config[sub].model.init_args.get("output_dir") if configured else None
+        super()._parse_ckpt_path()
+        if configured:
+            self.config[sub].model.init_args.output_dir = output_dir
+
+    # -- before anything runs ----------------------------------------------------------------------
+
+    @staticmethod
+    def _check_accelerator(config) -> None:
+        accelerator = str(config.trainer.get("accelerator") or "auto")
+        if accelerator in GPU_ACCELERATORS and not torch.cuda.is_available():
+            raise UsageError(
+                f"{_config_names(config)}asks for a GPU (trainer.accelerator: {accelerator}) and none is visible:"
+                " try it anyway on the CPU with --trainer.accelerator cpu (the paper's runs need a GPU with about"
+                " 20 GB and the model's local folder in model.init_args.backbone)"
+            )
 
     def after_instantiate_classes(self) -> None:
         self.model.connect_datamodule(self.datamodule)
 
     def _instantiate_trainer(self, config, callbacks):
         given = list(config.get("callbacks") or []) + list(callbacks)
-        if config.get("enable_checkpointing", True) is not False and not any(
-            isinstance(c, ModelCheckpoint) for c in given
-        ):
-            callbacks = [*callbacks, task_checkpoint(self.model)]
+        self.last_checkpoint = LastCheckpoint(self.config[self.subcommand].get("last_every_n_steps", 0))
+        if config.get("enable_checkpointing", True) is not False:
+            if not any(isinstance(c, ModelCheckpoint) for c in given):
+                callbacks = [*callbacks, task_checkpoint(self.model)]
+            callbacks = [*callbacks, self.last_checkpoint]
         if config.get("logger") in (None, True):
-            config = {**config, "logger": default_loggers(config.get("default_root_dir") or ".")}
+            root = config.get("default_root_dir") or "."
+            config = {**config, "logger": default_loggers(root, self._resumed_run())}
         return super()._instantiate_trainer(config, callbacks)
 
+    def _resumed_run(self) -> Path | None:
+        """The run folder ``fit --ckpt_path`` continues in."""
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        if self.subcommand != "fit" or not ckpt_path or not Path(ckpt_path).is_file():
+            return None
+        return run_folder(ckpt_path)
+
+    def before_fit(self) -> None:
+        ckpt_path = self.config.fit.get("ckpt_path")
+        if ckpt_path and Path(ckpt_path).is_file():
+            done = finished_state(read_checkpoint(ckpt_path))
+            trainer = self.trainer
+            if done and (done["max_steps"], done["max_epochs"]) == (trainer.max_steps, trainer.max_epochs):
+                raise NothingToDo(
+                    f"{ckpt_path} is the end of a finished run (step {done['global_step']}): nothing to resume;"
+                    f" test it with `kokorozoo test --config ... --ckpt_path {ckpt_path}`"
+                )
+        self._check_writable()
+        self._check_steps_fit_processes()
+
+    def before_test(self) -> None:
+        self._before_evaluation()
+
+    def before_validate(self) -> None:
+        self._before_evaluation()
+
+    def before_predict(self) -> None:
+        self._before_evaluation()
+
+    def _before_evaluation(self) -> None:
+        self._check_writable()
+        if self.config[self.subcommand].get("ckpt_path"):
+            return
+        if self.model.has_heads():
+            raise UsageError(
+                f"{type(self.model).__name__} has trained parts (heads) that would be random without a checkpoint:"
+                " pass --ckpt_path (a best-*.ckpt or last.ckpt written by kokorozoo fit)"
+            )
+        self.model.zero_shot = True
+
+    def _check_writable(self) -> None:
+        """Find an output folder that cannot be written now, not after hours of training."""
+        folders = [self.trainer.default_root_dir]
+        if self.model.hparams.get("output_dir"):
+            folders.append(self.model.hparams.output_dir)
+        for folder in folders:
+            try:
+                Path(folder).mkdir(parents=True, exist_ok=True)
+                tempfile.TemporaryFile(dir=folder).close()
+            except OSError as e:
+                raise UsageError(f"the output folder {folder} cannot be written: {e.strerror or e}") from None
+
+    def _check_steps_fit_processes(self) -> None:
+        """Step-based settings that stop fitting when the training data is split across processes
+        fail on one rank with a traceback: check them here, before the processes start."""
+        trainer, data = self.trainer, self.datamodule
+        interval = self.config.fit.trainer.get("val_check_interval")
+        if not isinstance(interval, int) or isinstance(interval, bool) or trainer.check_val_every_n_epoch is None:
+            return
+        samples = len(data.samples("train"))
+        world = trainer.world_size
+        batches = math.ceil(math.ceil(samples / world) / data.batch_size)
+        if limit := trainer.limit_train_batches:
+            batches = min(batches, limit if isinstance(limit, int) else int(batches * limit))
+        if interval > batches:
+            split = f" each of the {world} processes gets" if world > 1 else " there are"
+            raise UsageError(
+                f"trainer.val_check_interval ({interval}) is more than the {batches} training batches{split}"
+                f" ({samples} samples, batch size {data.batch_size}): set --trainer.val_check_interval to at most"
+                f" {batches}, or a fraction of an epoch such as 0.5"
+            )
+
+    # -- after fit: test the best checkpoint on every process ---------------------------------------
+
     def after_fit(self) -> None:
-        best = self.trainer.checkpoint_callback
-        if best is not None and best.best_model_path:
+        trainer = self.trainer
+        best = trainer.checkpoint_callback
+        has_best = best is not None and bool(best.best_model_path)
+        if has_best and trainer.is_global_zero:
             print(f"best checkpoint: {best.best_model_path} ({best.monitor} = {float(best.best_model_score):.4f})")
-        if self.config[self.subcommand].get("test_after_fit", False) and self.trainer.is_global_zero:
-            ckpt = "best" if best is not None and best.best_model_path else None
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+        if self.config.fit.get("test_after_fit", False):
+            trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if has_best else None)
+
+    def after_test(self) -> None:
+        if self.model.zero_shot and self.trainer.is_global_zero:
+            print("no checkpoint: zero-shot (the base model with untrained adapters)")
 
 
-def default_loggers(root: str) -> list:
+def _config_names(config) -> str:
+    files = [str(path) for path in (config.get("config") or []) if path]
+    return f"{', '.join(files)} " if files else "the configuration "
+
+
+def default_loggers(root: str, resumed: Path | None = None) -> list:
     """CSV (``metrics.csv``, read by scripts and tests) and TensorBoard (``tensorboard --logdir
-    runs``), both in the run's one folder ``<root>/lightning_logs/version_N``."""
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    runs``), both in the run's one folder ``<root>/lightning_logs/version_N`` — the resumed run's
+    own folder when resuming (its CSV appended to, never rewritten)."""
+    if resumed is not None:
+        save_dir, name, version = str(resumed.parent.parent), resumed.parent.name, resumed.name
+        csv = AppendingCSVLogger(save_dir, name=name, version=version)
+    else:
+        save_dir, name = root, "lightning_logs"
+        csv = CSVLogger(save_dir, name=name)
+        version = csv.version
+    return [csv, TensorBoardLogger(save_dir, name=name, version=version, default_hp_metric=False)]
 
-    csv = CSVLogger(root)
-    return [csv, TensorBoardLogger(root, version=csv.version, default_hp_metric=False)]
+
+class _AppendingWriter(ExperimentWriter):
+    """Keeps a resumed run's ``metrics.csv`` (Lightning's writer deletes it) and appends to it."""
+
+    def _check_log_dir_exists(self) -> None:
+        if os.path.isfile(self.metrics_file_path):
+            with open(self.metrics_file_path, encoding="utf-8") as f:
+                self.metrics_keys = f.readline().strip().split(",")
+
+
+class AppendingCSVLogger(CSVLogger):
+    """The CSV logger of a resumed run: the rows after the checkpoint are added to the run's file."""
+
+    @property
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 def task_checkpoint(task: Task) -> ModelCheckpoint:
-    """Keep the best checkpoint by the task's criterion, and the last one to resume from."""
+    """Keep the best checkpoint by the task's criterion (``last.ckpt`` is LastCheckpoint's)."""
     return ModelCheckpoint(
         monitor=task.monitor,
         mode=task.mode,
-        save_last=True,
         filename="best-{epoch}-{step}",
         auto_insert_metric_name=False,
     )
 
 
+def check_config_files(args: Sequence[str]) -> None:
+    """A config file that is missing, empty or not a mapping of settings, named in one line
+    (jsonargparse says only ``Unexpected config``)."""
+    for i, arg in enumerate(args):
+        if arg in ("--config", "-c") and i + 1 < len(args):
+            path = args[i + 1]
+        elif arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+        else:
+            continue
+        if not os.path.isfile(path):
+            raise UsageError(f"{path}: no such config file")
+        try:
+            with open(path, encoding="utf-8") as f:
+                content = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise UsageError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if content is None:
+            raise UsageError(f"{path}: the config file is empty (expected settings such as trainer:, model:, data:)")
+        if not isinstance(content, dict):
+            raise UsageError(f"{path}: expected a mapping of settings (trainer:, model:, data:), got a {type(content).__name__}")
+
+
+def lightning_messages_to_stdout() -> None:
+    """Lightning's progress messages ("GPU available", "Restoring states ...") go to stdout, so that
+    stderr holds warnings and errors only: a user's mistake is then one line there."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is sys.__stderr__:
+                handler.setStream(sys.stdout)
+
+
 def run_lightning_cli(args: Sequence[str] | None = None) -> int:
     """Run LightningCLI on ``args`` (``None``: the command line)."""
+    check_config_files(list(sys.argv[1:] if args is None else args))
+    lightning_messages_to_stdout()
     discover_tasks()  # import every task so short class names resolve in configs
     no_exit = {"exit_on_error": False}
-    KokorozooCLI(
-        Task,
-        KokoroChatDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=None if args is None else list(args),
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"exit_on_error": False, **{command: no_exit for command in LIGHTNING_COMMANDS}},
-    )
+    try:
+        KokorozooCLI(
+            Task,
+            KokoroChatDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=None if args is None else list(args),
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={"use_distributed_sampler": False},
+            parser_kwargs={"exit_on_error": False, **{command: no_exit for command in LIGHTNING_COMMANDS}},
+        )
+    except NothingToDo as e:
+        print(f"kokorozoo: {e}")
+    except Interrupted as e:
+        print(f"kokorozoo: {e}", file=sys.stderr)
+        return INTERRUPTED
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -139,6 +140,9 @@ def load_tokenizer(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = PAD if PAD in tokenizer.get_vocab() else tokenizer.eos_token
     ensure_assistant_mask_template(tokenizer, model)
+    # a whole dialogue is rendered first and cut to data.max_length by kokorozoo itself, so the
+    # tokenizer's warning about sequences longer than the model is noise
+    tokenizer.model_max_length = sys.maxsize
     return tokenizer
 
 

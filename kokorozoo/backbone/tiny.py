@@ -202,7 +202,15 @@ def _save_tiny_model(cfg: TinyConfig, tokenizer: PreTrainedTokenizerBase, folder
     model.generation_config = GenerationConfig(
         bos_token_id=ids[BEGIN_OF_TEXT], eos_token_id=stop_ids, pad_token_id=ids[PAD], do_sample=False
     )
-    model.to(torch.bfloat16).save_pretrained(folder)
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a bar for one small shard is noise on stderr
+    try:
+        model.to(torch.bfloat16).save_pretrained(folder)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
     tokenizer.save_pretrained(folder)
 
 

@@ -24,9 +24,11 @@ from torch.utils.data import DataLoader
 from kokorozoo.data.batching import batch_samples, pad_ids
 from kokorozoo.data.dialogue import Turn, dialogue_turns
 from kokorozoo.data.encoding import dialogue_windows, encode_dialogue, generation_prompt, per_turn_samples
-from kokorozoo.data.kokorochat import Dialogue, KokoroChat, OnError, load_kokorochat
+from kokorozoo.data.kokorochat import DataError, Dialogue, KokoroChat, OnError, load_kokorochat
+from kokorozoo.data.sampling import EpochSampler, ResumableBatchSampler
 from kokorozoo.data.score_format import SCORE_INSTRUCTION, format_scores
 from kokorozoo.data.splits import Split, response_split, score_split
+from kokorozoo.errors import UsageError
 from kokorozoo.progress import progress
 
 Part = Literal["train", "val", "test"]
@@ -77,6 +79,7 @@ class KokoroChatDataModule(LightningDataModule):
         self._data: KokoroChat | None = None
         self._split: Split | None = None
         self._samples: dict[str, list] = {}
+        self._resume: tuple[int, int] | None = None
 
     # -- what a datamodule gives ----------------------------------------------------------------
 
@@ -113,7 +116,11 @@ class KokoroChatDataModule(LightningDataModule):
     @property
     def data(self) -> KokoroChat:
         if self._data is None:
-            self._data = load_kokorochat(self.root, on_error=self.on_error)
+            data = load_kokorochat(self.root, on_error=self.on_error)
+            if not data.dialogues:
+                skipped = f"no valid dialogue left ({len(data.skipped)} invalid files skipped)"
+                raise DataError(str(data.root), "<folder>", skipped)
+            self._data = data
         return self._data
 
     @property
@@ -139,15 +146,50 @@ class KokoroChatDataModule(LightningDataModule):
             self.samples(part)
 
     def _loader(self, part: Part) -> DataLoader:
-        shuffle = part == "train"
+        """A loader whose order depends on (seed, epoch, process) only, starting where a resumed
+        run's checkpoint left its epoch (see :mod:`kokorozoo.data.sampling`)."""
+        train = part == "train"
+        rank, world = self._process()
+        sampler = EpochSampler(len(self.samples(part)), shuffle=train, seed=self.seed, rank=rank, world=world)
+        batches = ResumableBatchSampler(sampler, self.batch_size if train else self.eval_batch_size)
+        if train and self._resume is not None:
+            epoch, trained = self._resume
+            self._resume = None
+            # Lightning builds the first iterator before it sets the epoch: start it at the right one
+            sampler.set_epoch(epoch + 1 if trained >= len(batches) else epoch)
+            batches.skip = trained if trained < len(batches) else 0
         return DataLoader(
             self.samples(part),
-            batch_size=self.batch_size if shuffle else self.eval_batch_size,
-            shuffle=shuffle,
+            batch_sampler=batches,
             collate_fn=partial(self.collate, part=part),
             num_workers=self.num_workers,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            # its own generator: starting an iterator would otherwise draw from the global RNG that
+            # dropout uses, and a resumed run starts its iterators at other moments
+            generator=torch.Generator().manual_seed(self.seed),
         )
+
+    def state_dict(self) -> dict[str, int]:
+        """Where training is in its epoch, saved in every checkpoint: a resumed run starts there."""
+        if self.trainer is None:
+            return {}
+        loop = self.trainer.fit_loop
+        return {"epoch": loop.epoch_progress.current.processed, "batches": loop.epoch_loop.batch_progress.current.processed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state:
+            self._resume = (int(state["epoch"]), int(state["batches"]))
+
+    def _process(self) -> tuple[int, int]:
+        """This process's rank and the number of processes (kokorozoo shards the data itself)."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return 0, 1
+        if trainer._accelerator_connector.use_distributed_sampler:
+            raise ValueError(
+                "kokorozoo's datamodules shard the data across processes themselves:"
+                " set trainer.use_distributed_sampler to false (the kokorozoo CLI's default)"
+            )
+        return trainer.global_rank, trainer.world_size
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")
@@ -322,8 +364,9 @@ class ScoreDataModule(KokoroChatDataModule):
         answer = len(turns) - 1
         request = encoded.prefix + encoded.ends[answer] - encoded.starts[answer - 1]
         if request > self.max_length:
-            raise ValueError(
-                f"max_length {self.max_length} cannot hold the instruction and the answer ({request} tokens)"
+            raise UsageError(
+                f"data.init_args.max_length ({self.max_length}) cannot hold the instruction and the answer"
+                f" ({request} tokens): raise it to at least {request}"
             )
         ids, labels = encoded.clipped(encoded.ends[answer], self.max_length, [answer])
         answer_length = encoded.ends[answer] - encoded.content_starts[answer]

@@ -484,11 +484,18 @@ def _as_dialogue_folder(path: Path) -> Path | None:
 
 
 def find_root(root: str | os.PathLike | None = None) -> Path:
-    """The dialogue folder: ``root`` if given (it must exist), else the first search path found."""
-    if root is not None:
-        found = _as_dialogue_folder(Path(root).expanduser())
+    """The dialogue folder: ``root`` if given, else ``KOKOROCHAT_ROOT`` if set, else the first search
+    path found. A location the user named (either way) must exist and hold dialogue files: it is
+    an error, never a reason to read another copy of the data."""
+    named = [(str(root), root)] if root is not None else []
+    if not named and os.environ.get("KOKOROCHAT_ROOT"):
+        named = [(f"KOKOROCHAT_ROOT={os.environ['KOKOROCHAT_ROOT']}", os.environ["KOKOROCHAT_ROOT"])]
+    for label, location in named:
+        found = _as_dialogue_folder(Path(location).expanduser())
         if found is None:
-            raise DataError(str(root), "<folder>", "no such directory")
+            raise DataError(label, "<folder>", "no such directory")
+        if not any(found.glob("*.json")):
+            raise DataError(label, "<folder>", f"no KokoroChat dialogue files (*.json) in {found}")
         return found
     for path in search_paths():
         found = _as_dialogue_folder(path)

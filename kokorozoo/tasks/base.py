@@ -127,6 +127,8 @@ class Task(LightningModule):
         self.model: torch.nn.Module | None = None
         self._tokenizer = None
         self._rows: list[dict] = []
+        #: Set when test/predict run without a checkpoint: the reports say "zero-shot".
+        self.zero_shot = False
 
     # -- backbone ---------------------------------------------------------------------------
 
@@ -160,6 +162,12 @@ class Task(LightningModule):
 
     def configure_heads(self, backbone: Backbone) -> None:
         """Add task-specific trainable modules on top of the backbone (none by default)."""
+
+    @classmethod
+    def has_heads(cls) -> bool:
+        """Whether the task trains modules of its own (``configure_heads``): without a checkpoint
+        they are random, so testing it means nothing (a text task tested so is zero-shot)."""
+        return cls.configure_heads is not Task.configure_heads
 
     def connect_datamodule(self, datamodule) -> None:
         """Hand the datamodule what the task owns: the tokenizer, and the room a generated answer
@@ -286,12 +294,25 @@ class Task(LightningModule):
         self._rows = []
 
     def on_test_epoch_end(self) -> None:
-        report = self.test_report(self._rows)
-        self.write_jsonl(self.predictions_file, self._rows)
+        rows = self._all_rows()
+        report = self.test_report(rows)
+        report["checkpoint"] = self.trainer.ckpt_path if self._trainer is not None else None
+        if self.zero_shot:
+            report["zero_shot"] = True
+        self.write_jsonl(self.predictions_file, rows)
         self.write_json("metrics.json", report)
 
     def on_predict_epoch_end(self) -> None:
-        self.write_jsonl(self.predictions_file, self._rows)
+        self.write_jsonl(self.predictions_file, self._all_rows())
+
+    def _all_rows(self) -> list[dict]:
+        """Every process's rows in rank order: each process evaluates a contiguous slice of the
+        part (see :mod:`kokorozoo.data.sampling`), so this is the single-process order."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return self._rows
+        gathered: list[list[dict]] = [[] for _ in range(self.trainer.world_size)]
+        torch.distributed.all_gather_object(gathered, self._rows)
+        return [row for rows in gathered for row in rows]
 
     def _writes(self) -> bool:
         """Only the first process writes files (every rank runs test/predict under DDP)."""
@@ -360,19 +381,30 @@ class Task(LightningModule):
         return task.eval()
 
 
-def load_task(checkpoint: str | os.PathLike) -> Task:
-    """The task a kokorozoo checkpoint was written by, with its trained tensors loaded."""
-    path = Path(checkpoint)
+class CheckpointError(ValueError):
+    """A checkpoint a user named cannot be used: the message names the file and why."""
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A kokorozoo checkpoint's contents (on the CPU); one-line errors for a missing, truncated,
+    foreign or garbage file."""
+    path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
+        raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        task_path = saved[CHECKPOINT_KEY]["task"]
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"{path}: not a kokorozoo checkpoint (no {e} entry)") from None
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a file that is not a checkpoint
-        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
-    task = _instantiate(task_path, saved["hyper_parameters"])
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or not a checkpoint: {reason})") from None
+    if not isinstance(saved, dict) or CHECKPOINT_KEY not in saved or "task" not in saved[CHECKPOINT_KEY]:
+        raise CheckpointError(f"{path}: not a kokorozoo checkpoint (no {CHECKPOINT_KEY!r} entry)")
+    return saved
+
+
+def load_task(checkpoint: str | os.PathLike) -> Task:
+    """The task a kokorozoo checkpoint was written by, with its trained tensors loaded."""
+    saved = read_checkpoint(checkpoint)
+    task = _instantiate(saved[CHECKPOINT_KEY]["task"], saved["hyper_parameters"])
     task.configure_model()
     task.on_load_checkpoint(saved)
     task.load_state_dict(saved["state_dict"], strict=False)
@@ -383,11 +415,16 @@ def load_task(checkpoint: str | os.PathLike) -> Task:
 def _instantiate(class_path: str, settings: dict, expected: type = Task) -> Task:
     """The task class at ``class_path`` built with its saved settings (LightningCLI's private
     entries such as ``_class_path`` are not init arguments)."""
-    module, _, name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module), name)
+    cls = task_class(class_path)
     if not issubclass(cls, expected):
         raise ValueError(f"{class_path} is not a {expected.__name__}")
     return cls(**{k: v for k, v in settings.items() if not k.startswith("_")})
+
+
+def task_class(class_path: str) -> type:
+    """The class a ``module.Class`` path names (a config may name a re-export of the same class)."""
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
 
 
 def _class_path(cls: type) -> str:

@@ -55,7 +55,7 @@ class ResponseTask(Task):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         total, count = self.summed_loss(batch)
         # weighted by tokens so the epoch value is the mean over all labelled tokens
-        self.log("val_loss", total / count.clamp(min=1), prog_bar=True, batch_size=int(count))
+        self.log("val_loss", total / count.clamp(min=1), prog_bar=True, batch_size=int(count), sync_dist=True)
 
     # -- test and predict: greedy generation of the next counselor turn ----------------------
 

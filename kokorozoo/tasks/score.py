@@ -99,7 +99,7 @@ class _ScoreTask(Task):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         loss, weight, preds = self.validation_outputs(batch)
-        self.log("val_loss", loss, batch_size=int(weight))
+        self.log("val_loss", loss, batch_size=int(weight), sync_dist=True)
         self.val_metrics.update(preds, batch["scores"])
 
     def on_validation_epoch_end(self) -> None:
