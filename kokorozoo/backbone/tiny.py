@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterable
@@ -152,7 +153,7 @@ def train_tokenizer(texts: Iterable[str], cfg: TinyConfig | None = None) -> PreT
         vocab_size=cfg.vocab_size,
         special_tokens=list(SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
+        show_progress=sys.stderr.isatty(),  # a bar with the rate on a terminal, nothing in logs
     )
     # The role names and the blank line of the chat headers, often enough to become single tokens
     # as they are in Llama 3 (KokoroChat itself has almost no ASCII words).
