@@ -6,18 +6,29 @@ train/validation by the seed.
 
 Score prediction: 8:1:1 over all dialogues. The test tenth is drawn once with a fixed seed and
 never changes; the seed only redraws train/validation from the rest (the paper's five runs).
+
+Both also come speaker-disjoint (``split="client_disjoint"`` for score prediction,
+``"counselor_disjoint"`` for response generation). On the random split almost every test client
+also rated training sessions, so a model can score well by recognising the client; drawing whole
+speakers keeps every test speaker out of train and validation, which measures what transfers to
+people the model has never seen.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from kokorozoo.data.kokorochat import Dialogue, sort_key
 
 ResponseSubset = Literal["low", "high", "full"]
+ScoreSplitKind = Literal["random", "client_disjoint"]
+ResponseSplitKind = Literal["random", "counselor_disjoint"]
+SCORE_SPLITS: tuple[str, ...] = ("random", "client_disjoint")
+RESPONSE_SPLITS: tuple[str, ...] = ("random", "counselor_disjoint")
 RESPONSE_TEST_MIN_SCORE = 99
 LOW_BELOW = 70
 #: The seed that fixes the score-prediction test set for every run.
@@ -65,19 +76,82 @@ def _take(dialogues: list[Dialogue], fraction: float) -> int:
     return int(round(len(dialogues) * fraction))
 
 
-def response_split(dialogues: Iterable[Dialogue], subset: ResponseSubset = "high", seed: int = 0) -> Split:
-    """Train/validation 90/10 of ``subset``; test = all dialogues scored >= 99 (sorted by id)."""
+def _check_kind(kind: str, kinds: tuple[str, ...], task: str) -> None:
+    if kind not in kinds:
+        raise ValueError(f"unknown {task} split {kind!r}: expected {' or '.join(kinds)}")
+
+
+def _client(dialogue: Dialogue) -> int:
+    return dialogue.feedback.client_id
+
+
+def _counselor(dialogue: Dialogue) -> int:
+    return dialogue.feedback.counselor_id
+
+
+def _group_take(
+    dialogues: Sequence[Dialogue], speaker: Callable[[Dialogue], int], seed: int, n_target: int
+) -> tuple[list[Dialogue], list[Dialogue]]:
+    """Whole speakers, drawn in a seeded order, until about ``n_target`` dialogues are taken; then
+    (taken, rest), each sorted by id.
+
+    A speaker is taken when that brings the count closer to ``n_target``, so one speaker with
+    hundreds of sessions cannot swell the part far past its size. Speakers are ordered by id
+    before the shuffle, so the draw does not depend on the input order.
+    """
+    by_speaker: dict[int, list[Dialogue]] = defaultdict(list)
+    for dialogue in dialogues:
+        by_speaker[speaker(dialogue)].append(dialogue)
+    order = sorted(by_speaker)
+    random.Random(seed).shuffle(order)
+    taken: list[Dialogue] = []
+    rest: list[Dialogue] = []
+    for key in order:
+        group = by_speaker[key]
+        gap = n_target - len(taken)
+        closer = gap > 0 and abs(gap - len(group)) < gap
+        (taken if closer else rest).extend(group)
+    return _ordered(taken), _ordered(rest)
+
+
+def response_split(
+    dialogues: Iterable[Dialogue], subset: ResponseSubset = "high", seed: int = 0, split: ResponseSplitKind = "random"
+) -> Split:
+    """Train/validation 90/10 of ``subset``; test = all dialogues scored >= 99 (sorted by id).
+
+    ``split="counselor_disjoint"`` keeps the same test set and leaves every dialogue of a test
+    counselor out of train and validation; validation is then drawn by whole counselors too, so
+    the checkpoint is chosen on counselors it was not trained on, as the test asks.
+    """
     if subset not in ("low", "high", "full"):
         raise ValueError(f"unknown response subset {subset!r}: expected low, high or full")
+    _check_kind(split, RESPONSE_SPLITS, "response")
     dialogues = list(dialogues)
     test = _ordered(d for d in dialogues if in_subset(d.score, "test"))
+    if split == "counselor_disjoint":
+        test_counselors = {_counselor(d) for d in test}
+        pool = [d for d in dialogues if in_subset(d.score, subset) and _counselor(d) not in test_counselors]
+        val, train = _group_take(pool, _counselor, seed, _take(pool, RESPONSE_VAL_FRACTION))
+        return Split(train=train, val=val, test=test)
     pool = _shuffled([d for d in dialogues if in_subset(d.score, subset)], seed)
     n_val = _take(pool, RESPONSE_VAL_FRACTION)
     return Split(train=_ordered(pool[n_val:]), val=_ordered(pool[:n_val]), test=test)
 
 
-def score_split(dialogues: Iterable[Dialogue], seed: int = 0) -> Split:
-    """8:1:1 train/validation/test; the test part is the same for every seed."""
+def score_split(dialogues: Iterable[Dialogue], seed: int = 0, split: ScoreSplitKind = "random") -> Split:
+    """8:1:1 train/validation/test; the test part is the same for every seed.
+
+    ``split="client_disjoint"`` draws whole clients: about a tenth of the dialogues for test (the
+    same clients for every seed), about a tenth for validation (redrawn by the seed), so no test
+    client appears in train or validation and no validation client in train.
+    """
+    _check_kind(split, SCORE_SPLITS, "score")
+    if split == "client_disjoint":
+        dialogues = list(dialogues)
+        n_part = _take(dialogues, SCORE_FRACTIONS[2])
+        test, rest = _group_take(dialogues, _client, SCORE_TEST_SEED, n_part)
+        val, train = _group_take(rest, _client, seed, _take(dialogues, SCORE_FRACTIONS[1]))
+        return Split(train=train, val=val, test=test)
     everything = _shuffled(list(dialogues), SCORE_TEST_SEED)
     n_test = _take(everything, SCORE_FRACTIONS[2])
     rest = _shuffled(everything[n_test:], seed)

@@ -7,6 +7,7 @@ Score prediction (:mod:`.scores`): :class:`ScoreAccuracy` (ACC / ACC_soft), :cla
 :func:`constant_predictions` give the per-item-mode baseline every report shows beside a model.
 """
 
+from kokorozoo.metrics.rules import METRIC_RULES, distribution_metrics, rule_predictions, score_figures
 from kokorozoo.metrics.scores import (
     ScoreAccuracy,
     ScoreMAE,
@@ -18,13 +19,17 @@ from kokorozoo.metrics.text import BLEU, ROUGE, TOKENIZE_MODES, Distinct, text_m
 
 __all__ = [
     "BLEU",
+    "METRIC_RULES",
     "ROUGE",
     "TOKENIZE_MODES",
     "Distinct",
     "ScoreAccuracy",
     "ScoreMAE",
     "constant_predictions",
+    "distribution_metrics",
     "item_modes",
+    "rule_predictions",
+    "score_figures",
     "score_metrics",
     "text_metrics",
     "tokenize_ja",
