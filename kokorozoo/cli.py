@@ -193,11 +193,19 @@ def _add_tasks_parser(commands: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------------------------------------
 # Entry point
 
+
+def _add_baseline_parser(commands: argparse._SubParsersAction) -> None:
+    from kokorozoo.evaluation.baseline_cli import add_baseline_parser
+
+    add_baseline_parser(commands)
+
+
 SUBCOMMAND_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_data_parser,
     _add_export_parser,
     _add_tasks_parser,
     add_report_parser,
+    _add_baseline_parser,
 ]
 
 
