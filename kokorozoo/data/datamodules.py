@@ -169,11 +169,14 @@ class KokoroChatDataModule(LightningDataModule):
         )
 
     def state_dict(self) -> dict[str, int]:
-        """Where training is in its epoch, saved in every checkpoint: a resumed run starts there."""
-        if self.trainer is None:
+        """Where training is, saved in every checkpoint: the epoch being drawn and how many of its
+        batches were trained (all of them in a checkpoint taken at an epoch's end); a resumed run
+        starts there."""
+        loader = self.trainer.train_dataloader if self.trainer is not None else None
+        sampler = getattr(getattr(loader, "batch_sampler", None), "sampler", None)
+        if not isinstance(sampler, EpochSampler):
             return {}
-        loop = self.trainer.fit_loop
-        return {"epoch": loop.epoch_progress.current.processed, "batches": loop.epoch_loop.batch_progress.current.processed}
+        return {"epoch": sampler.epoch, "batches": self.trainer.fit_loop.epoch_loop.batch_progress.current.processed}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if state:

@@ -75,7 +75,9 @@ def test_resume_from_last_checkpoint(fitted, fit_args):
     last = run_dir(fitted) / "checkpoints" / "last.ckpt"
     before = torch.load(last, weights_only=True)
     assert before["global_step"] == 4
-    assert main(fit_args(fitted, "--trainer.max_steps=6", f"--ckpt_path={last}", "--test_after_fit=false")) == 0
+    # the run ended with its one epoch: a longer run continues into the next epoch
+    args = fit_args(fitted, "--trainer.max_steps=6", "--trainer.max_epochs=2", f"--ckpt_path={last}")
+    assert main([*args, "--test_after_fit=false"]) == 0
     after = torch.load(run_dir(fitted) / "checkpoints" / "last.ckpt", weights_only=True)
     assert after["global_step"] == 6  # continued, not restarted
     changed = [k for k in before["state_dict"] if not torch.equal(before["state_dict"][k], after["state_dict"][k])]
@@ -154,6 +156,7 @@ def test_paper_configs_hold_the_papers_settings(subset, paper_config):
     cfg = paper_config(f"response_{subset}")
     model, data, trainer = cfg["model"]["init_args"], cfg["data"]["init_args"], cfg["trainer"]
     assert (model["optimizer"], model["lr"], model["warmup_steps"]) == ("adamw_8bit", 1e-3, 100)
-    assert (data["subset"], data["batch_size"], data["max_length"]) == (subset, 8, 4096)
-    assert (trainer["max_epochs"], trainer["val_check_interval"]) == (5, 400)
+    micro_batches = trainer["accumulate_grad_batches"]  # the paper's batch in micro-batches
+    assert (data["subset"], data["batch_size"] * micro_batches, data["max_length"]) == (subset, 8, 4096)
+    assert (trainer["max_epochs"], trainer["val_check_interval"]) == (5, 400 * micro_batches)
     assert cfg["model"]["class_path"].endswith("ResponseTask")
