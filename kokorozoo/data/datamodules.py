@@ -347,16 +347,19 @@ class ScoreDataModule(KokoroChatDataModule):
             samples in one row, attention kept inside each (the same loss on fewer tokens). The
             prompts that generation and the heads read stay left-padded, so ``ScoreHeadsTask``
             trains as without it.
+        split_kind: ``random`` (the paper's 8:1:1) or ``client_disjoint`` (grouped by client: no
+            test client is seen in training or validation); every report names it.
         **kwargs: see :class:`KokoroChatDataModule`.
     """
 
     def __init__(self, instruction: str = SCORE_INSTRUCTION, system_prompt: str | None = None,
-                 packing: bool = False, **kwargs):
+                 packing: bool = False, split_kind: Literal["random", "client_disjoint"] = "random", **kwargs):
         super().__init__(**kwargs)
         self.instruction, self.system_prompt, self.packing = instruction, system_prompt, packing
+        self.split_kind = split_kind
 
     def make_split(self, dialogues: Sequence[Dialogue]) -> Split:
-        return score_split(dialogues, self.seed)
+        return score_split(dialogues, self.seed, self.split_kind)
 
     def sample(self, dialogue: Dialogue) -> ScoreSample:
         turns = dialogue_turns(dialogue) + [

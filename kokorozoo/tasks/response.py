@@ -84,7 +84,35 @@ class ResponseTask(Task):
         self.test_metrics.update(outputs, [r.reference for r in batch["requests"]])
 
     def test_report(self, rows: list[dict]) -> dict:
+        """The model's figures beside two honest baselines scored the same way: the previous
+        counselor turn copied, and the reply to the most similar training client turn."""
         values = {name: float(value) for name, value in self.test_metrics.compute().items()}
         self.test_metrics.reset()
         self.log_dict(values)
-        return {"task": "response", "turns": len(rows), "tokenize": self.hparams.metrics_tokenize, "metrics": values}
+        baselines = self._baseline_figures(rows)
+        for name, figures in baselines.items():
+            self.log_dict({f"{name}_{k}": v for k, v in figures.items()})
+        return {
+            "task": "response",
+            "turns": len(rows),
+            "tokenize": self.hparams.metrics_tokenize,
+            "split": getattr(self.trainer.datamodule, "split_kind", "random"),
+            "metrics": values,
+            "baselines": baselines,
+        }
+
+    def _baseline_figures(self, rows: list[dict]) -> dict[str, dict[str, float]]:
+        from kokorozoo.evaluation.baselines import response_baselines
+
+        datamodule = self.trainer.datamodule
+        if not rows or getattr(datamodule, "role", "counselor") != "counselor":
+            return {}
+        by_id = {d.id: d for d in datamodule.data.dialogues}
+        train = datamodule.make_split(datamodule.data.dialogues).train
+        predicted = response_baselines(train, [(by_id[r["dialogue_id"]], r["turn_index"]) for r in rows])
+        figures = {}
+        for name, texts in predicted.items():
+            metrics = text_metrics(self.hparams.metrics_tokenize)
+            metrics.update(texts, [r["reference"] for r in rows])
+            figures[name] = {k: float(v) for k, v in metrics.compute().items()}
+        return figures

@@ -50,6 +50,7 @@ from kokorozoo.data.batching import unpadded
 from kokorozoo.data.kokorochat import ITEM_MAX, ITEM_NAMES, NUM_ITEMS
 from kokorozoo.data.score_format import parse_scores
 from kokorozoo.metrics import constant_predictions, item_modes, score_metrics
+from kokorozoo.metrics.rules import METRIC_RULES, rule_predictions
 from kokorozoo.tasks.base import Task
 
 __all__ = ["ScoreHeadsTask", "ScoreTask"]
@@ -68,6 +69,8 @@ class _ScoreTask(Task):
     monitor, mode = "val_acc", "max"
     #: The name in the ``kokorozoo.tasks`` entry points, written into ``metrics.json``.
     task_name = "score"
+    #: How the reported ``metrics`` are read from the model's output (named in ``metrics.json``).
+    rule = "the parsed greedy answer"
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -132,22 +135,48 @@ class _ScoreTask(Task):
         self.baseline_metrics.update(constant_predictions(self._modes, len(gold)).to(gold.device), gold)
 
     def test_report(self, rows: list[dict]) -> dict:
+        """The model beside the per-item mode (``baseline``) and the non-neural baseline
+        (``classical``: each metric under its own rule), overall and per item; for a model that
+        gives distributions, ``by_rule`` too. ``rules`` names the rule behind each figure."""
         model, baseline = summary(self.test_metrics), summary(self.baseline_metrics)
-        self.log_dict({f"test_{k}": float(v) for k, v in model.items()})
-        self.log_dict({f"baseline_{k}": float(baseline[k]) for k in METRICS})
         columns = {k: self.test_metrics[k].per_item().tolist() for k in METRICS}
         columns.update({f"baseline_{k}": self.baseline_metrics[k].per_item().tolist() for k in METRICS})
-        per_item = {name: {k: values[i] for k, values in columns.items()} for i, name in enumerate(ITEM_NAMES)}
         self.test_metrics.reset()
         self.baseline_metrics.reset()
-        return {
+        gold = torch.tensor([r["gold"] for r in rows], dtype=torch.long)
+        classical = by_rule_figures(self._classical_distribution(rows), gold)
+        columns.update({f"classical_{k}": v for k, v in classical.pop("per_item").items()})
+        report = {
             "task": self.task_name,
             "seed": getattr(self.trainer.datamodule, "seed", None),
+            "split": getattr(self.trainer.datamodule, "split_kind", "random"),
             "dialogues": len(rows),
             "metrics": model,
             "baseline": {**{k: baseline[k] for k in METRICS}, "modes": dict(zip(ITEM_NAMES, self._modes.tolist()))},
-            "per_item": per_item,
+            "classical": classical,
+            "rules": {"metrics": self.rule, "baseline": "the per-item mode", "classical": dict(METRIC_RULES)},
         }
+        if rows and "distribution" in rows[0]:
+            by_rule = by_rule_figures(torch.tensor([r["distribution"] for r in rows]), gold)
+            columns.update({f"by_rule_{k}": v for k, v in by_rule.pop("per_item").items()})
+            report["by_rule"] = by_rule
+            report["rules"]["by_rule"] = dict(METRIC_RULES)
+        report["per_item"] = {name: {k: values[i] for k, values in columns.items()} for i, name in enumerate(ITEM_NAMES)}
+        self.log_dict({f"test_{k}": float(v) for k, v in model.items()})
+        for name in ("baseline", "classical", "by_rule"):
+            if name in report:
+                self.log_dict({f"{name}_{k}": float(report[name][k]) for k in METRICS})
+        return report
+
+    def _classical_distribution(self, rows: list[dict]) -> Tensor:
+        """The non-neural baseline's distributions for the tested dialogues, fitted on this seed's
+        whole training part and tuned on its validation part (cached after the first test)."""
+        from kokorozoo.evaluation.baselines import score_baseline_distribution
+
+        datamodule = self.trainer.datamodule
+        by_id = {d.id: d for d in datamodule.data.dialogues}
+        split = datamodule.make_split(datamodule.data.dialogues)
+        return score_baseline_distribution(split, [by_id[r["dialogue_id"]] for r in rows])
 
     def _baseline_modes(self) -> Tensor:
         """Each item's mode on the datamodule's whole training part."""
@@ -155,6 +184,19 @@ class _ScoreTask(Task):
         if not hasattr(datamodule, "train_scores"):
             raise RuntimeError(f"{type(self).__name__} is tested with a ScoreDataModule (for the baseline)")
         return item_modes(datamodule.train_scores())
+
+
+def by_rule_figures(probs: Tensor, gold: Tensor) -> dict:
+    """ACC, ACC_soft and MAE of distributions [N, 20, 6], each under its own rule
+    (:data:`~kokorozoo.metrics.rules.METRIC_RULES`), overall and per item (``per_item``)."""
+    predictions = rule_predictions(probs)
+    figures, per_item = {}, {}
+    for metric, rule in METRIC_RULES.items():
+        metrics = score_metrics()
+        metrics.update(predictions[rule], gold)
+        figures[metric] = float(metrics[metric].compute())
+        per_item[metric] = metrics[metric].per_item().tolist()
+    return {**figures, "per_item": per_item}
 
 
 def summary(metrics) -> dict[str, float]:
@@ -206,6 +248,7 @@ class ScoreHeadsTask(_ScoreTask):
     """
 
     task_name = "score-heads"
+    rule = "argmax (comparable with the text variant; by_rule: each metric under its own rule)"
 
     def __init__(self, head_dropout: float = 0.1, **kwargs):
         super().__init__(**kwargs)
@@ -216,6 +259,18 @@ class ScoreHeadsTask(_ScoreTask):
         """20 linear 6-way classifiers, stored as one [20 * 6, hidden] matrix."""
         device = next(backbone.model.parameters()).device
         self.heads = nn.Linear(backbone.model.config.hidden_size, NUM_ITEMS * NUM_LEVELS, device=device)
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if hasattr(datamodule, "train_scores"):  # a fit: start from the items' priors
+            self._start_at_priors(datamodule.train_scores())
+
+    @torch.no_grad()
+    def _start_at_priors(self, train_scores: Tensor) -> None:
+        """Zero weights and biases at the log prior of each item's levels on the training part: a
+        head that has learned nothing predicts each item's mode, the baseline, not noise.
+        (A checkpoint restored afterwards replaces both.)"""
+        counts = F.one_hot(train_scores, NUM_LEVELS).sum(0).float() + 1.0  # [20, 6], add-one smoothed
+        self.heads.weight.zero_()
+        self.heads.bias.copy_((counts / counts.sum(-1, keepdim=True)).log().flatten())
 
     def item_logits(self, prompt: dict) -> Tensor:
         """Logits [B, 20, 6] from padded prompts (a prompt gives the same state whatever it is
@@ -237,7 +292,10 @@ class ScoreHeadsTask(_ScoreTask):
         return loss, torch.tensor(logits.shape[0]), logits
 
     def infer(self, batch: dict) -> tuple[Tensor, list[dict]]:
-        return self.item_logits(batch["prompt"]).argmax(-1).float(), [{} for _ in batch["dialogue_ids"]]
+        """The argmax per item, and each item's distribution over the six levels (in the rows, so
+        every rule can be applied to what was written)."""
+        probs = self.item_logits(batch["prompt"]).float().softmax(-1)
+        return probs.argmax(-1).float(), [{"distribution": p.tolist()} for p in probs.cpu()]
 
     # -- export and reload ------------------------------------------------------------------------
 

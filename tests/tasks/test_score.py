@@ -128,9 +128,11 @@ def check_outputs(version, task_name):
     assert set(report["baseline"]) == {"acc", "acc_soft", "mae", "modes"}
     assert list(report["baseline"]["modes"]) == list(ITEM_NAMES)
     assert list(report["per_item"]) == list(ITEM_NAMES)
-    assert set(report["per_item"][ITEM_NAMES[0]]) == {
-        "acc", "acc_soft", "mae", "baseline_acc", "baseline_acc_soft", "baseline_mae"
-    }  # fmt: skip
+    systems = ["", "baseline_", "classical_"] + (["by_rule_"] if "by_rule" in report else [])
+    assert set(report["per_item"][ITEM_NAMES[0]]) == {f"{s}{m}" for s in systems for m in ("acc", "acc_soft", "mae")}
+    assert set(report["classical"]) == {"acc", "acc_soft", "mae"} and report["split"] == "random"
+    assert report["rules"]["classical"] == {"acc": "argmax", "acc_soft": "best_window", "mae": "median"}
+    assert 0 <= report["classical"]["acc"] <= 100 and 0 <= report["classical"]["mae"] <= 5
     rows = [json.loads(line) for line in (version / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all(len(r["gold"]) == len(r["predicted"]) == 20 for r in rows)
     assert all(p is None or 0 <= p <= 5 for r in rows for p in r["predicted"])
@@ -216,7 +218,7 @@ def test_paper_configs_hold_the_papers_settings(variant, task, paper_config):
     model, data, trainer = cfg["model"]["init_args"], cfg["data"]["init_args"], cfg["trainer"]
     assert cfg["model"]["class_path"].endswith(task) and cfg["data"]["class_path"].endswith("ScoreDataModule")
     assert (model["optimizer"], model["lr"], model["warmup_steps"]) == ("adamw_torch_fused", 2e-4, 100)
-    assert data["batch_size"] == 4
+    assert data["batch_size"] * trainer["accumulate_grad_batches"] == 4  # the paper's batch in micro-batches
     assert trainer["max_epochs"] == 4 and trainer["check_val_every_n_epoch"] == 1
     assert trainer["val_check_interval"] in (None, 1.0)  # validation once per epoch
     cls = ScoreTask if task == "ScoreTask" else ScoreHeadsTask
@@ -283,3 +285,20 @@ def test_seeds_two_tiny_runs(fit_args, tmp_path):
     assert code == 0
     result = json.loads((tmp_path / "summary.json").read_text())
     assert [r["seed"] for r in result["runs"]] == [0, 1] and result["summary"]["acc"]["n"] == 2
+
+
+def test_heads_that_learned_nothing_predict_each_items_mode(small_tiny, score_batch, kokorochat):
+    """Biases start at the training part's priors (weights at zero): before any step the heads are
+    the mode baseline, and their distribution is the items' training frequencies."""
+    from kokorozoo.metrics import item_modes
+
+    task = ScoreHeadsTask(tiny=small_tiny, quantization="none", compute_dtype="float32")
+    task.configure_model()
+    dm, batch = score_batch
+    train_scores = dm.train_scores()
+    task._start_at_priors(train_scores)
+    with torch.no_grad():
+        predicted, rows = task.eval().infer(batch)
+    assert torch.equal(predicted, item_modes(train_scores).float().expand_as(predicted))
+    frequencies = torch.nn.functional.one_hot(train_scores, 6).float().mean(0)
+    torch.testing.assert_close(torch.tensor(rows[0]["distribution"]), frequencies, atol=1e-3, rtol=0)
