@@ -238,8 +238,7 @@ def paper_fit_args(config: str, root, *extra: str) -> list[str]:
         "fit", "--config", str(REPO / "configs" / "paper" / f"{config}.yaml"),
         "--model.init_args.backbone=llama3",
         *[f"--model.init_args.llama3.{k}={v}" for k, v in NARROW.items()],
-        "--trainer.accelerator=cpu", "--trainer.max_steps=2", "--trainer.val_check_interval=1.0",
-        "--trainer.limit_val_batches=2",
+        "--trainer.accelerator=cpu", "--trainer.max_steps=2", "--trainer.limit_val_batches=2",
         "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false",
         f"--trainer.default_root_dir={root}", "--model.init_args.warmup_steps=1",
         "--data.init_args.limit_train=4", "--data.init_args.limit_val=2", "--data.init_args.limit_test=2",
@@ -249,9 +248,11 @@ def paper_fit_args(config: str, root, *extra: str) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("config, extra", [
-    ("response_high", ("--data.init_args.test_turns=2", "--model.init_args.max_new_tokens=4")),
-    ("score", ("--model.init_args.max_new_tokens=4",)),
-    ("score_heads", ()),
+    # 2 optimizer steps of accumulated micro-batches; validation twice (response) or each epoch
+    ("response_high", ("--trainer.val_check_interval=4", "--data.init_args.test_turns=2",
+                       "--model.init_args.max_new_tokens=4")),
+    ("score", ("--trainer.val_check_interval=1.0", "--model.init_args.max_new_tokens=4")),
+    ("score_heads", ("--trainer.val_check_interval=1.0",)),
 ])  # fmt: skip
 def test_paper_config_runs_on_the_llama3_shape(tiny_cache, tmp_path, config, extra):
     assert os.environ["KOKOROZOO_CACHE"] == str(tiny_cache)
