@@ -112,7 +112,8 @@ class ResponseTask(Task):
         predicted = response_baselines(train, [(by_id[r["dialogue_id"]], r["turn_index"]) for r in rows])
         figures = {}
         for name, texts in predicted.items():
-            metrics = text_metrics(self.hparams.metrics_tokenize)
+            # every process holds all the gathered rows: no sync, or they would count twice
+            metrics = text_metrics(self.hparams.metrics_tokenize, sync_on_compute=False)
             metrics.update(texts, [r["reference"] for r in rows])
             figures[name] = {k: float(v) for k, v in metrics.compute().items()}
         return figures
