@@ -14,10 +14,7 @@ import itertools
 import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from kokorozoo.backbone.cache import build_once
 from kokorozoo.backbone.errors import BackboneError
 from kokorozoo.chat_format import (
     BEGIN_OF_TEXT,
@@ -48,9 +46,6 @@ LLAMA3_SPLIT_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-
-#: Bump when the tiny model's format changes, so that old cached builds are not reused.
-TINY_FORMAT_VERSION = 2
 
 #: Bump when the tiny model's format changes, so that old cached builds are not reused.
 TINY_FORMAT_VERSION = 2
@@ -105,27 +100,12 @@ def build_tiny(
     cfg = cfg or TinyConfig()
     texts = None if texts is None else list(texts)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    target = cache / f"tiny-{_tiny_key(cfg, texts)}"
-    if target.is_dir():
-        return target
 
-    started = time.perf_counter()
-    cache.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=cache))
-    try:
-        if texts is None:
-            texts = _training_split_texts(cfg)
-        tokenizer = train_tokenizer(texts, cfg)
-        _save_tiny_model(cfg, tokenizer, workdir)
-        try:
-            workdir.rename(target)
-        except OSError:
-            if not target.is_dir():  # another process finished first: its copy is as good
-                raise
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    log.info("Built the tiny model in %s (%.1f s)", target, time.perf_counter() - started)
-    return target
+    def write(folder: Path) -> None:
+        tokenizer = train_tokenizer(_training_split_texts(cfg) if texts is None else texts, cfg)
+        _save_tiny_model(cfg, tokenizer, folder)
+
+    return build_once(cache / f"tiny-{_tiny_key(cfg, texts)}", write)
 
 
 def train_tokenizer(texts: Iterable[str], cfg: TinyConfig | None = None) -> PreTrainedTokenizerBase:
