@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from kokorozoo.data.dialogue import Turn
+    from kokorozoo.data.kokorochat import Role
 
 log = logging.getLogger(__name__)
 
@@ -31,18 +32,24 @@ SPECIAL_TOKENS = (BEGIN_OF_TEXT, END_OF_TEXT, START_HEADER, END_HEADER, END_OF_T
 #: The tokens that end an assistant turn, in the order generation configs list them.
 STOP_TOKENS = (END_OF_TURN, END_OF_TEXT)
 
-#: The Llama-3 chat format with ``{% generation %}`` around each assistant reply and its
-#: ``<|eot_id|>``, which is what ``apply_chat_template(return_assistant_tokens_mask=True)`` needs
-#: to mark the tokens a response model is trained on.
+#: The template variable naming the chat role a model speaks (default ``assistant``).
+TARGET_ROLE_VARIABLE = "target_role"
+
+#: The Llama-3 chat format with ``{% generation %}`` around each reply of the target role (the
+#: ``assistant`` unless ``target_role`` says ``user``) and its ``<|eot_id|>``: what
+#: ``apply_chat_template(return_assistant_tokens_mask=True)`` needs to mark the tokens a response
+#: model is trained on. The roles' places never change; only which messages are marked, and which
+#: header a generation prompt opens, follow the target.
 LLAMA3_CHAT_TEMPLATE = (
     "{{- bos_token }}"
+    "{%- set target = " + TARGET_ROLE_VARIABLE + " | default('assistant') %}"
     "{%- for message in messages %}"
     "{{- '" + START_HEADER + "' + message['role'] + '" + END_HEADER + "\\n\\n' }}"
-    "{%- if message['role'] == 'assistant' %}"
+    "{%- if message['role'] == target %}"
     "{%- generation %}{{- message['content'] | trim + '" + END_OF_TURN + "' }}{%- endgeneration %}"
     "{%- else %}{{- message['content'] | trim + '" + END_OF_TURN + "' }}{%- endif %}"
     "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '" + START_HEADER + "assistant" + END_HEADER + "\\n\\n' }}{%- endif %}"
+    "{%- if add_generation_prompt %}{{- '" + START_HEADER + "' + target + '" + END_HEADER + "\\n\\n' }}{%- endif %}"
 )
 
 #: KokoroChat's speakers as chat roles: the client is the ``user``, the counselor the ``assistant``.
@@ -58,6 +65,18 @@ def chat_messages(turns: Sequence[Turn], system_prompt: str | None = None) -> li
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
     messages += [{"role": CHAT_ROLE[turn.role], "content": turn.text} for turn in turns]
     return messages
+
+
+def render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], target: Role = "counselor"
+           ) -> tuple[list[int], list[int]]:
+    """The token ids of ``messages`` through the tokenizer's chat template, and the mask of the
+    tokens the template marks as the ``target`` speaker's output (its text and ``<|eot_id|>``).
+    ``target`` is a KokoroChat role: a client model learns the ``user`` messages."""
+    encoded = tokenizer.apply_chat_template(
+        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True,
+        **{TARGET_ROLE_VARIABLE: CHAT_ROLE[target]},
+    )
+    return list(encoded["input_ids"]), list(encoded["assistant_masks"])
 
 
 def header_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:
@@ -76,9 +95,11 @@ def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
 def ensure_assistant_mask_template(tokenizer: PreTrainedTokenizerBase, model: str) -> None:
     """Training masks come from ``{% generation %}`` in the chat template; the Llama-3 templates
     shipped with hub models (Swallow's included) lack it, so a Llama-3 tokenizer gets
-    :data:`LLAMA3_CHAT_TEMPLATE` (the same rendering, with the markers)."""
+    :data:`LLAMA3_CHAT_TEMPLATE` (the same rendering, with the markers). So does one whose
+    template marks only the assistant (no ``target_role``, e.g. a model cached by an older
+    kokorozoo): the rendering is the same, and it can also mark a client model's turns."""
     template = tokenizer.chat_template
-    if isinstance(template, str) and "endgeneration" in template:
+    if isinstance(template, str) and "endgeneration" in template and TARGET_ROLE_VARIABLE in template:
         return
     vocab = tokenizer.get_vocab()
     if all(token in vocab for token in (START_HEADER, END_HEADER, END_OF_TURN)):

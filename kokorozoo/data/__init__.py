@@ -5,6 +5,7 @@ from kokorozoo.data.dialogue import (
     counselor_turn_indices,
     dialogue_turns,
     merge_utterances,
+    target_turn_indices,
 )
 from kokorozoo.data.kokorochat import (
     FEEDBACK_ITEMS,
@@ -58,6 +59,7 @@ __all__ = [
     "read_dialogue_file",
     "response_split",
     "score_split",
+    "target_turn_indices",
     "tokenizer_texts",
     "training_dialogues",
 ]

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from kokorozoo.data.batching import batch_samples, pad_ids
 from kokorozoo.data.dialogue import Turn, dialogue_turns
 from kokorozoo.data.encoding import dialogue_windows, encode_dialogue, generation_prompt, per_turn_samples
-from kokorozoo.data.kokorochat import DataError, Dialogue, KokoroChat, OnError, load_kokorochat
+from kokorozoo.data.kokorochat import DataError, Dialogue, KokoroChat, OnError, Role, load_kokorochat
 from kokorozoo.data.sampling import EpochSampler, ResumableBatchSampler
 from kokorozoo.data.score_format import SCORE_INSTRUCTION, format_scores
 from kokorozoo.data.splits import Split, response_split, score_split
@@ -105,6 +105,12 @@ class KokoroChatDataModule(LightningDataModule):
         """Use the backbone's tokenizer, and keep ``max_new_tokens`` of room after every generation
         prompt (called by the CLI through ``Task.connect_datamodule``, or by hand before use)."""
         self.tokenizer, self.max_new_tokens = tokenizer, max_new_tokens
+
+    def prompt_settings(self) -> dict[str, Any]:
+        """The settings that shape a model's inputs (recorded by the task when connected, carried
+        by its checkpoints and exports): what ``kokorozoo chat`` and ``simulate`` need to prompt
+        the model as it was trained, with no config."""
+        return {"max_length": self.max_length}
 
     def _require_tokenizer(self):
         if self.tokenizer is None:
@@ -213,7 +219,7 @@ class KokoroChatDataModule(LightningDataModule):
 
 @dataclass  # not frozen: Lightning walks batches and rebuilds dataclasses when moving them to a device
 class GenerationRequest:
-    """One counselor turn to generate: where it is, its prompt tokens and the reference text."""
+    """One target turn to generate: where it is, its prompt tokens and the reference text."""
 
     dialogue_id: str
     turn_index: int
@@ -223,15 +229,19 @@ class GenerationRequest:
 
 
 class ResponseDataModule(KokoroChatDataModule):
-    """Response generation (the paper's Kokoro-Low/High/Full): learn every counselor turn.
+    """Response generation (the paper's Kokoro-Low/High/Full): learn every counselor turn, or
+    every client turn for a client model.
 
     Args:
         subset: ``low`` (< 70), ``high`` (70-98) or ``full`` (<= 98); test is always score >= 99.
-        mode: ``dialogue`` trains all counselor turns of a dialogue in one sequence (windowed when
-            longer than ``max_length``); ``per_turn`` makes one sample per counselor turn, as the
+        role: whose turns are learnt and generated: ``counselor`` (the paper's model) or
+            ``client`` (a simulated client). The same data, splits and chat rendering (the client
+            stays the ``user``); only the targets change.
+        mode: ``dialogue`` trains all target turns of a dialogue in one sequence (windowed when
+            longer than ``max_length``); ``per_turn`` makes one sample per target turn, as the
             paper did. Both put the loss on the same tokens.
         system_prompt: an optional system message before every dialogue.
-        test_turns: generate this many test counselor turns, drawn with ``seed`` (all when None).
+        test_turns: generate this many test target turns, drawn with ``seed`` (all when None).
         packing: training and validation batches without padding: a batch's samples in one row,
             attention kept inside each (:func:`~kokorozoo.data.batching.pack_samples`); the same
             loss as padded batches on fewer tokens.
@@ -243,6 +253,7 @@ class ResponseDataModule(KokoroChatDataModule):
     def __init__(
         self,
         subset: Literal["low", "high", "full"] = "high",
+        role: Role = "counselor",
         mode: Literal["dialogue", "per_turn"] = "dialogue",
         system_prompt: str | None = None,
         test_turns: int | None = None,
@@ -255,13 +266,19 @@ class ResponseDataModule(KokoroChatDataModule):
             raise ValueError(f"subset must be low, high or full, got {subset!r}")
         if mode not in ("dialogue", "per_turn"):
             raise ValueError(f"mode must be 'dialogue' or 'per_turn', got {mode!r}")
+        if role not in ("counselor", "client"):
+            raise ValueError(f"role must be 'counselor' or 'client', got {role!r}")
         self.subset, self.mode, self.system_prompt, self.test_turns = subset, mode, system_prompt, test_turns
+        self.role = role
 
     def make_split(self, dialogues: Sequence[Dialogue]) -> Split:
         return response_split(dialogues, self.subset, self.seed)
 
+    def prompt_settings(self) -> dict[str, Any]:
+        return {**super().prompt_settings(), "role": self.role, "system_prompt": self.system_prompt}
+
     def encode(self, dialogue: Dialogue):
-        return encode_dialogue(self._require_tokenizer(), dialogue_turns(dialogue), self.system_prompt)
+        return encode_dialogue(self._require_tokenizer(), dialogue_turns(dialogue), self.system_prompt, self.role)
 
     def encode_part(self, part: Part, dialogues: Sequence[Dialogue]) -> list:
         if part == "test":
@@ -273,7 +290,7 @@ class ResponseDataModule(KokoroChatDataModule):
         return [s for d in progress(dialogues, desc, unit="dialogue") for s in make(self.encode(d), self.max_length)]
 
     def generation_requests(self, dialogues: Sequence[Dialogue]) -> list[GenerationRequest]:
-        """The test counselor turns (a seeded sample of ``test_turns`` when set), in dialogue order."""
+        """The test target turns (a seeded sample of ``test_turns`` when set), in dialogue order."""
         turns = {d.id: dialogue_turns(d) for d in dialogues}
         encoded = {d.id: self.encode(d) for d in progress(dialogues, "Encoding test", unit="dialogue")}
         chosen = [(d.id, t) for d in dialogues for t in encoded[d.id].targets]
@@ -360,6 +377,9 @@ class ScoreDataModule(KokoroChatDataModule):
 
     def make_split(self, dialogues: Sequence[Dialogue]) -> Split:
         return score_split(dialogues, self.seed, self.split_kind)
+
+    def prompt_settings(self) -> dict[str, Any]:
+        return {**super().prompt_settings(), "instruction": self.instruction, "system_prompt": self.system_prompt}
 
     def sample(self, dialogue: Dialogue) -> ScoreSample:
         turns = dialogue_turns(dialogue) + [

@@ -42,7 +42,12 @@ def dialogue_turns(dialogue: Dialogue) -> list[Turn]:
     return merge_utterances(dialogue.utterances)
 
 
+def target_turn_indices(turns: Sequence[Turn], role: Role = "counselor", min_history: int = 1) -> list[int]:
+    """Indices of ``role``'s turns that have at least ``min_history`` turns before them: the
+    response-generation targets of a model that speaks as ``role`` (the history is ``turns[:i]``)."""
+    return [i for i, turn in enumerate(turns) if turn.role == role and i >= min_history]
+
+
 def counselor_turn_indices(turns: Sequence[Turn], min_history: int = 1) -> list[int]:
-    """Indices of the counselor turns that have at least ``min_history`` turns before them: the
-    response-generation targets (the history is ``turns[:i]``)."""
-    return [i for i, turn in enumerate(turns) if turn.role == "counselor" and i >= min_history]
+    """The counselor model's targets (:func:`target_turn_indices` for the counselor)."""
+    return target_turn_indices(turns, "counselor", min_history)

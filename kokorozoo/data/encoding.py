@@ -5,9 +5,9 @@ A dialogue is rendered once with the tokenizer's chat template (through
 prompts are slices of that token sequence, so the tokens a model is trained on are exactly the
 tokens it is prompted with at test time.
 
-Labels: a counselor turn is a target when it has history before it; its loss covers the tokens the
-template marks as assistant output (``{% generation %}``: the text and its end-of-turn token),
-never the role header.
+Labels: a turn of the target role (the counselor, or the client for a client model) is a target
+when it has history before it; its loss covers the tokens the template marks as that role's output
+(``{% generation %}``: the text and its end-of-turn token), never the role header.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kokorozoo.chat_format import chat_messages, header_ids
-from kokorozoo.data.dialogue import Turn, counselor_turn_indices
+from kokorozoo.chat_format import CHAT_ROLE, chat_messages, header_ids, render
+from kokorozoo.data.dialogue import Turn, target_turn_indices
+from kokorozoo.data.kokorochat import Role
 
 IGNORE_INDEX = -100
 
@@ -68,14 +69,12 @@ class EncodedDialogue:
         return self._cut(end - (max_length - self.prefix), end, label_turns)
 
 
-def encode_dialogue(tokenizer, turns: Sequence[Turn], system_prompt: str | None = None) -> EncodedDialogue:
-    """Render ``turns`` once through the chat template and find where each turn lies."""
+def encode_dialogue(tokenizer, turns: Sequence[Turn], system_prompt: str | None = None,
+                    target: Role = "counselor") -> EncodedDialogue:
+    """Render ``turns`` once through the chat template and find where each turn lies; ``target``
+    is the role whose turns are learnt and generated (the counselor, or the client)."""
     messages = chat_messages(turns, system_prompt)
-    encoded = tokenizer.apply_chat_template(
-        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
-    )
-    ids = list(encoded["input_ids"])
-    mask = list(encoded["assistant_masks"])
+    ids, mask = render(tokenizer, messages, target)
     header, end_header = header_ids(tokenizer)
     message_starts = [i for i, tok in enumerate(ids) if tok == header]
     if len(message_starts) != len(messages):
@@ -88,8 +87,11 @@ def encode_dialogue(tokenizer, turns: Sequence[Turn], system_prompt: str | None 
     content_starts = []
     for turn, start, end in zip(turns, starts, ends):
         marked = [p for p in range(start, end) if mask[p]]
-        if turn.role == "counselor" and not marked:
-            raise ValueError("the chat template marks no assistant tokens: it needs {% generation %} markers")
+        if turn.role == target and not marked:
+            if target == "counselor":
+                raise ValueError("the chat template marks no assistant tokens: it needs {% generation %} markers")
+            raise ValueError(f"the chat template marks no {CHAT_ROLE[target]} tokens: it needs {{% generation %}}"
+                             " markers around the target_role's messages (see kokorozoo.chat_format)")
         content_starts.append(marked[0] if marked else ids.index(end_header, start) + 1)
     return EncodedDialogue(
         ids=ids,
@@ -98,7 +100,7 @@ def encode_dialogue(tokenizer, turns: Sequence[Turn], system_prompt: str | None 
         starts=starts,
         content_starts=content_starts,
         ends=ends,
-        targets=counselor_turn_indices(turns),
+        targets=target_turn_indices(turns, target),
     )
 
 
@@ -129,14 +131,24 @@ def dialogue_windows(encoded: EncodedDialogue, max_length: int) -> list[tuple[li
 
 
 def per_turn_samples(encoded: EncodedDialogue, max_length: int) -> list[tuple[list[int], list[int]]]:
-    """The paper's samples: one per target counselor turn, its history up to ``max_length``."""
+    """The paper's samples: one per target turn, its history up to ``max_length``."""
     return [encoded.clipped(encoded.ends[t], max_length, [t]) for t in encoded.targets]
 
 
 def generation_prompt(encoded: EncodedDialogue, turn: int, max_length: int) -> tuple[list[int], int]:
-    """The prompt for generating turn ``turn`` (the history and the assistant header: exactly the
+    """The prompt for generating turn ``turn`` (the history and the turn's header: exactly the
     tokens that precede the turn's text in training, the latest history that fits) and the index
     of the first history turn it keeps."""
     end = encoded.content_starts[turn]
     first = encoded.first_turn_fitting(end, max_length)
     return encoded.clipped(end, max_length, [])[0], turn if first is None else first
+
+
+def next_turn_prompt(tokenizer, turns: Sequence[Turn], target: Role, max_length: int,
+                     system_prompt: str | None = None) -> list[int]:
+    """The prompt for a turn that does not exist yet (a live chat's or a simulated session's next
+    turn, spoken by ``target``): ``turns`` and an empty ``target`` turn rendered as any dialogue
+    is, cut by :func:`generation_prompt` before that turn's text, so the tokens equal those a
+    training dialogue holding the turn puts before it."""
+    encoded = encode_dialogue(tokenizer, [*turns, Turn(target, "", 0)], system_prompt, target)
+    return generation_prompt(encoded, len(turns), max_length)[0]

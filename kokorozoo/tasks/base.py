@@ -129,6 +129,10 @@ class Task(LightningModule):
         self._rows: list[dict] = []
         #: Set when test/predict run without a checkpoint: the reports say "zero-shot".
         self.zero_shot = False
+        #: The datamodule's settings that shape this model's inputs (``prompt_settings()``: the
+        #: max length, system prompt, role ...), recorded when connected and kept in checkpoints
+        #: and exports, so a model can be prompted as it was trained without its config.
+        self.prompt_settings: dict[str, Any] = {}
 
     # -- backbone ---------------------------------------------------------------------------
 
@@ -173,6 +177,7 @@ class Task(LightningModule):
         """Hand the datamodule what the task owns: the tokenizer, and the room a generated answer
         needs after its prompt (``max_new_tokens``, for tasks that generate)."""
         datamodule.connect(self.tokenizer, max_new_tokens=self.hparams.get("max_new_tokens", 0))
+        self.prompt_settings = datamodule.prompt_settings()
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                       position_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -249,7 +254,7 @@ class Task(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         trained = trainable_state_dict(self)
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trained}
-        checkpoint[CHECKPOINT_KEY] = {"task": _class_path(type(self))}
+        checkpoint[CHECKPOINT_KEY] = {"task": _class_path(type(self)), "prompt": self.prompt_settings}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         missing = sorted(set(trainable_state_dict(self)) - set(checkpoint["state_dict"]))
@@ -345,14 +350,15 @@ class Task(LightningModule):
 
     def export(self, out_dir: str | os.PathLike) -> Path:
         """Write a PEFT adapter folder (``PeftModel.from_pretrained`` loads it onto the backbone),
-        the tokenizer, what :meth:`export_extras` adds, and ``kokorozoo.json`` naming the task and
-        its settings; :meth:`from_export` reads it back."""
+        the tokenizer, what :meth:`export_extras` adds, and ``kokorozoo.json`` naming the task, its
+        settings and the prompt settings it was trained with; :meth:`from_export` reads it back."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(out)
         self.tokenizer.save_pretrained(out)
         settings = {k: v for k, v in self.hparams.items() if not k.startswith("_")}
-        info = {"task": _class_path(type(self)), "settings": settings, **self.export_extras(out)}
+        info = {"task": _class_path(type(self)), "settings": settings, "prompt": self.prompt_settings,
+                **self.export_extras(out)}
         _write_json(out / EXPORT_INFO, info)
         return out
 
@@ -378,6 +384,7 @@ class Task(LightningModule):
             backbone.model = PeftModel.from_pretrained(backbone.model, folder)
         task._attach(backbone)
         task.load_export_extras(folder, info)
+        task.prompt_settings = dict(info.get("prompt") or {})
         return task.eval()
 
 
@@ -408,6 +415,7 @@ def load_task(checkpoint: str | os.PathLike) -> Task:
     task.configure_model()
     task.on_load_checkpoint(saved)
     task.load_state_dict(saved["state_dict"], strict=False)
+    task.prompt_settings = dict(saved[CHECKPOINT_KEY].get("prompt") or {})
     task.eval()
     return task
 
