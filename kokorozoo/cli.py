@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from kokorozoo.data.kokorochat import DEFAULT_SEARCH_PATHS_DOC, DataError
 from kokorozoo.errors import UsageError
 from kokorozoo.evaluation.report_cli import add_data_report_parser, add_report_parser
+from kokorozoo.interactive.cli import add_chat_parser, add_simulate_parser
 from kokorozoo.registry import RegistryError, TaskEntry, scan_tasks
 
 USAGE_ERROR = 2
@@ -205,6 +206,8 @@ SUBCOMMAND_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_export_parser,
     _add_tasks_parser,
     add_report_parser,
+    add_chat_parser,
+    add_simulate_parser,
     _add_baseline_parser,
 ]
 

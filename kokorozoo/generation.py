@@ -10,11 +10,16 @@ new token, each row attending to its own prefix of the cache (left-padded, as ``
 batch). The result is the same greedy decoding as ``generate``: tested identical token for token
 in float32, and in bfloat16 identical to ``generate`` on the same batch (different batch shapes use
 differently rounding kernels, in ``generate`` too, which can flip a near-tied token).
+
+Conversations that go on (``kokorozoo chat``, simulated sessions) share their history across
+time instead: :func:`generate_continuing` returns each prompt's cache with its new tokens, and the
+next turn's prompt, which extends them, runs only the tokens after their longest common prefix
+before the same batched decoding.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -103,6 +108,62 @@ def generate_shared_prefix(model, prompts: Sequence[Sequence[int]], max_new_toke
     return results
 
 
+@dataclass
+class PromptCache:
+    """Tokens and their key/value cache (one (keys, values) pair per layer, each [1, heads,
+    len(ids), dim]), kept after a turn so the next prompt that extends them computes only what is
+    new."""
+
+    ids: list[int]
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+
+
+@torch.no_grad()
+def generate_continuing(model, prompts: Sequence[Sequence[int]], caches: Sequence[PromptCache | None],
+                        max_new_tokens: int, min_new_tokens: int, stop_ids: Sequence[int], pad_id: int,
+                        on_token: Callable[[int, int], None] | None = None
+                        ) -> tuple[list[list[int]], list[PromptCache]]:
+    """Greedy continuations of prompts that extend earlier ones (the next turn of a chat or of a
+    simulated session), all decoded together: each prompt runs only its tokens after the longest
+    prefix it shares with its cache (the history computed in earlier turns), and each comes back
+    with the cache of its prompt and new tokens for its next turn. ``on_token(i, token)`` sees
+    every new token of prompt ``i`` as it is chosen (streaming)."""
+    if max_new_tokens <= 0:  # as generate
+        raise ValueError(f"max_new_tokens must be greater than 0, but is {max_new_tokens}")
+    rows = [_prefill_extending(model, i, list(prompt), cache) for i, (prompt, cache) in enumerate(zip(prompts, caches))]
+    results: list[list[int]] = [[] for _ in prompts]
+    kept: list[PromptCache] = [None] * len(prompts)  # type: ignore[list-item]
+    _decode(model, rows, results, max_new_tokens, min_new_tokens, stop_ids, pad_id,
+            on_token=on_token, keep=(prompts, kept))
+    return results, kept
+
+
+def _prefill_extending(model, index: int, prompt: list[int], cache: PromptCache | None) -> _Row:
+    """One forward over what ``prompt`` adds to ``cache`` (at least its last token, for the logits)."""
+    from transformers import DynamicCache
+
+    if not prompt:
+        raise ValueError("every prompt needs at least one token")
+    reused = 0
+    if cache is not None:
+        limit = min(len(cache.ids), len(prompt) - 1)
+        while reused < limit and cache.ids[reused] == prompt[reused]:
+            reused += 1
+    past = None
+    if reused:
+        past = DynamicCache(ddp_cache_data=[(k[:, :, :reused], v[:, :, :reused]) for k, v in cache.layers])
+    device = _device(model)
+    out = model(
+        input_ids=torch.tensor([prompt[reused:]], device=device),
+        position_ids=torch.arange(reused, len(prompt), device=device)[None],
+        past_key_values=past,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+    return _Row(index, len(prompt), layers, out.logits[0, -1].float())
+
+
 def prefix_chains(prompts: Sequence[Sequence[int]]) -> list[tuple[list[int], list[int]]]:
     """Group prompts into chains, each the longest prompt of its group and the indices of the
     prompts that are prefixes of it (every prompt in exactly one chain, chains in prompt order)."""
@@ -136,8 +197,11 @@ def _prefill(model, sequence: list[int], members: list[tuple[int, int]]) -> list
 
 
 def _decode(model, rows: list[_Row], results: list[list[int]], max_new_tokens: int, min_new_tokens: int,
-            stop_ids: Sequence[int], pad_id: int) -> None:
-    """Batched greedy decoding of ``rows`` from their caches, left-padded to a common length."""
+            stop_ids: Sequence[int], pad_id: int, on_token: Callable[[int, int], None] | None = None,
+            keep: tuple[Sequence[Sequence[int]], list[PromptCache]] | None = None) -> None:
+    """Batched greedy decoding of ``rows`` from their caches, left-padded to a common length;
+    ``on_token`` sees each row's new tokens as they come, and ``keep`` = (prompts, out) gets each
+    row's cache of its prompt and new tokens (all but the last, which no forward has read)."""
     from transformers import DynamicCache
 
     device = _device(model)
@@ -159,6 +223,10 @@ def _decode(model, rows: list[_Row], results: list[list[int]], max_new_tokens: i
             logits[:, stop] = float("-inf")
         next_tokens = torch.where(finished, pad_id, logits.argmax(-1))
         tokens.append(next_tokens)
+        if on_token is not None:
+            for row, token, done in zip(rows, next_tokens.tolist(), finished.tolist()):
+                if not done:
+                    on_token(row.index, token)
         finished |= torch.isin(next_tokens, stop)
         if step == max_new_tokens - 1 or bool(finished.all()):
             break
@@ -174,6 +242,14 @@ def _decode(model, rows: list[_Row], results: list[list[int]], max_new_tokens: i
     generated = torch.stack(tokens, dim=1).tolist()
     for row, new in zip(rows, generated):
         results[row.index] = _until_stop(new, stop_ids)
+    if keep is not None:
+        prompts, out = keep
+        for r, row in enumerate(rows):
+            read = len(results[row.index]) - 1  # new tokens that went through the model
+            span = slice(width - row.length, width + read)
+            layers = [(layer.keys[r : r + 1, :, span].clone(), layer.values[r : r + 1, :, span].clone())
+                      for layer in cache.layers]
+            out[row.index] = PromptCache(list(prompts[row.index]) + results[row.index][:read], layers)
 
 
 def _left_padded(pairs: list[tuple[torch.Tensor, torch.Tensor]], width: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -308,6 +308,27 @@ def _check_japanese_review(c: _Checker, jp: Any, feedback: Feedback) -> None:
             raise c.fail(f"{base}.{key}", "differs from review_by_client_en")
 
 
+def dialogue_record(dialogue: Dialogue) -> dict[str, Any]:
+    """``dialogue`` as a KokoroChat file holds it (the release's keys, the review in English and
+    Japanese): :func:`parse_dialogue` reads it back into an equal record. For sessions kokorozoo
+    writes (``kokorozoo chat`` and ``simulate``)."""
+    f = dialogue.feedback
+    flags = {name: FLAG_CHECKED if getattr(f, name) else None for name in SCREENING_FLAGS}
+    meta = {"evaluation_id": f.evaluation_id, "evaluation_created_at": f.created_at.isoformat(),
+            "client_id": f.client_id, "counselor_id": f.counselor_id, "score": f.score}
+    items = dict(zip(FEEDBACK_ITEMS, f.items))
+    return {
+        "dialogue": [{"role": u.role, "time": u.time.isoformat(), "utterance": u.text} for u in dialogue.utterances],
+        "topic": {"main_jp": dialogue.topic.main_jp, "main_en": dialogue.topic.main_en, "sub": dialogue.topic.sub},
+        "review_by_client_jp": {
+            **{REVIEW_META[k]: v for k, v in meta.items()},
+            **{item.jp: v for item, v in items.items()},
+            **{SCREENING_FLAGS[k]: v for k, v in flags.items()},
+        },
+        "review_by_client_en": {**meta, **{item.en: v for item, v in items.items()}, **flags},
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # Loading
 

@@ -1,0 +1,189 @@
+"""Models as the parties of a conversation: a response model as a :class:`Speaker` (the next turn
+of many conversations at once, each reusing its history's key/value cache), a score model as a
+:class:`Rater`. Both are loaded from an export folder or a checkpoint with what it records
+(``kokorozoo.json``: the task, its settings and the prompt settings it was trained with), so no
+config file is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kokorozoo.chat_format import stop_token_ids
+from kokorozoo.data.datamodules import ResponseDataModule, ScoreDataModule
+from kokorozoo.data.dialogue import Turn
+from kokorozoo.data.encoding import next_turn_prompt
+from kokorozoo.data.kokorochat import Dialogue, Role
+from kokorozoo.errors import UsageError
+from kokorozoo.generation import PromptCache, generate_continuing, generate_padded, shared_prefix_supported
+from kokorozoo.tasks.base import CHECKPOINT_KEY, EXPORT_INFO, Task, load_task, read_checkpoint, task_class
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """An export folder or a checkpoint, checked: the task class it holds and the prompt settings
+    it records (what a command checks before loading any model)."""
+
+    path: Path
+    task: type[Task]
+    prompt: dict[str, Any]
+
+    def load(self) -> Task:
+        """The task, ready to predict. What the libraries print while loading and a user can do
+        nothing about (the weights' progress bar, their deprecation notices, bitsandbytes' line
+        about an optional CPU kernel) is kept off a chat's screen."""
+        from transformers.utils import logging as hf_logging
+
+        shown = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                return Task.from_export(self.path) if self.path.is_dir() else load_task(self.path)
+        finally:
+            if shown:
+                hf_logging.enable_progress_bar()
+
+
+def find_model(path: str | Path, kinds: tuple[type[Task], ...], what: str) -> ModelFile:
+    """The export folder (``kokorozoo export``) or ``.ckpt`` at ``path``; a missing or foreign
+    path, or a task that is none of ``kinds``, is a one-line :class:`UsageError` (``what`` names
+    the model in it)."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / EXPORT_INFO).is_file():
+            raise UsageError(f"{path}: not a kokorozoo export (no {EXPORT_INFO}): make one with"
+                             f" `kokorozoo export CKPT {path}`")
+        info = json.loads((path / EXPORT_INFO).read_text(encoding="utf-8"))
+    elif path.is_file():
+        info = read_checkpoint(path)[CHECKPOINT_KEY]
+    else:
+        raise UsageError(f"{path}: no such model folder or checkpoint ({what})")
+    try:
+        cls = task_class(info["task"])
+    except (ImportError, AttributeError) as e:
+        raise UsageError(f"{path}: its task {info['task']} cannot be imported ({e})") from None
+    if not issubclass(cls, kinds):
+        expected = " or ".join(k.__name__ for k in kinds)
+        raise UsageError(f"{path}: holds a {cls.__name__}, but {what} must be a {expected}")
+    return ModelFile(path, cls, dict(info.get("prompt") or {}))
+
+
+def _prompt_settings(task: Task, defaults: dict[str, Any], source: Path) -> dict[str, Any]:
+    """The model's recorded prompt settings; the datamodule's defaults for what a model saved
+    before kokorozoo recorded them lacks (said once in the log)."""
+    missing = sorted(set(defaults) - set(task.prompt_settings))
+    if missing:
+        log.warning("%s does not record %s (saved by an older kokorozoo): using the defaults %s", source,
+                    ", ".join(missing), {k: defaults[k] for k in missing})
+    return {**defaults, **{k: v for k, v in task.prompt_settings.items() if k in defaults}}
+
+
+class Speaker:
+    """A response model as one side of conversations: the role it was trained to speak, the next
+    turn of many conversations in one batch (greedy, the model's own ``max_new_tokens`` and
+    ``min_new_tokens``), each prompt cut to the model's length as its training cut it."""
+
+    def __init__(self, task: Task, source: str | Path = "model"):
+        self.task, self.source = task, str(source)
+        settings = _prompt_settings(task, ResponseDataModule().prompt_settings(), Path(self.source))
+        self.role: Role = settings["role"]
+        self.system_prompt: str | None = settings["system_prompt"]
+        hp = task.hparams
+        self.max_new_tokens, self.min_new_tokens = int(hp.max_new_tokens), int(hp.min_new_tokens)
+        self.max_length = int(settings["max_length"])
+        if self.max_length <= self.max_new_tokens:
+            raise UsageError(f"{source}: max_length {self.max_length} leaves no room for a prompt before"
+                             f" max_new_tokens {self.max_new_tokens}")
+        #: The cached decoder serves the model exactly (see kokorozoo.generation); else generate.
+        self.cached = hp.get("generation", "shared_prefix") == "shared_prefix" and shared_prefix_supported(task.model)
+
+    @staticmethod
+    def find(path: str | Path, role: Role, what: str) -> ModelFile:
+        """The response model at ``path``, checked to speak as ``role`` (nothing loaded yet)."""
+        from kokorozoo.tasks.response import ResponseTask
+
+        found = find_model(path, (ResponseTask,), what)
+        speaks = found.prompt.get("role", "counselor")
+        if speaks != role:
+            raise UsageError(f"{path}: a {speaks} model (trained with data.init_args.role: {speaks}), but {what}"
+                             f" must speak as the {role}")
+        return found
+
+    @classmethod
+    def load(cls, found: ModelFile) -> Speaker:
+        return cls(found.load(), found.path)
+
+    @property
+    def tokenizer(self):
+        return self.task.tokenizer
+
+    def prompt(self, turns: Sequence[Turn]) -> list[int]:
+        """The prompt for this speaker's turn after ``turns`` (room kept for ``max_new_tokens``)."""
+        return next_turn_prompt(self.tokenizer, turns, self.role, self.max_length - self.max_new_tokens,
+                                self.system_prompt)
+
+    @torch.no_grad()
+    def next_turns(self, histories: Sequence[Sequence[Turn]], caches: Sequence[PromptCache | None] | None = None,
+                   on_token: Callable[[int, int], None] | None = None) -> tuple[list[str], list[PromptCache | None]]:
+        """This speaker's next turn after each history, and the caches to pass with the next
+        call for the same conversations (history computed once, not once per turn)."""
+        prompts = [self.prompt(turns) for turns in histories]
+        caches = list(caches) if caches is not None else [None] * len(prompts)
+        settings = dict(max_new_tokens=self.max_new_tokens, min_new_tokens=self.min_new_tokens,
+                        stop_ids=stop_token_ids(self.tokenizer), pad_id=self.tokenizer.pad_token_id)
+        if self.cached:
+            new_tokens, caches = generate_continuing(self.task.model, prompts, caches, on_token=on_token, **settings)
+        else:
+            new_tokens, caches = generate_padded(self.task.model, prompts, **settings), [None] * len(prompts)
+            for i, tokens in enumerate(new_tokens if on_token else []):
+                for token in tokens:
+                    on_token(i, token)
+        return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)], caches
+
+
+class Rater:
+    """A score model (``ScoreHeadsTask``, or ``ScoreTask`` answering in text) rating whole
+    sessions on the 20 items, each prompt built by the model's own
+    :class:`~kokorozoo.data.datamodules.ScoreDataModule` as its training built it."""
+
+    def __init__(self, task: Task, source: str | Path = "scorer", batch_size: int = 8):
+        self.task, self.source, self.batch_size = task, str(source), batch_size
+        settings = _prompt_settings(task, ScoreDataModule().prompt_settings(), Path(self.source))
+        self.datamodule = ScoreDataModule(**settings)
+        self.datamodule.connect(task.tokenizer)
+
+    @staticmethod
+    def find(path: str | Path) -> ModelFile:
+        from kokorozoo.tasks.score import ScoreHeadsTask, ScoreTask
+
+        return find_model(path, (ScoreHeadsTask, ScoreTask), "the scorer")
+
+    @classmethod
+    def load(cls, found: ModelFile) -> Rater:
+        return cls(found.load(), found.path)
+
+    @torch.no_grad()
+    def rate(self, dialogues: Sequence[Dialogue]) -> list[list[int | None]]:
+        """The predicted 20 items (0-5; None where a text answer gave none) of each dialogue."""
+        from lightning.pytorch.utilities import move_data_to_device
+
+        device = next(self.task.model.parameters()).device
+        rated: list[list[int | None]] = []
+        for start in range(0, len(dialogues), self.batch_size):
+            samples = [self.datamodule.sample(d) for d in dialogues[start : start + self.batch_size]]
+            batch = move_data_to_device(self.datamodule.collate(samples, "test"), device)
+            preds = self.task.infer(batch)[0].cpu()
+            rated += [[None if torch.isnan(v) else int(v) for v in row] for row in preds]
+        return rated

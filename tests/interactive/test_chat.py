@@ -1,0 +1,74 @@
+"""``kokorozoo chat`` scripted on stdin: replies on stdout, /save writes a file the project's own
+loader validates, /reset and bad commands, a missing model folder in one line."""
+
+import io
+import json
+
+import pytest
+
+from kokorozoo.cli import main
+from kokorozoo.data import dialogue_turns, load_kokorochat, read_dialogue_file
+from kokorozoo.data.kokorochat import ITEM_NAMES
+from kokorozoo.interactive.sessions import OPENING
+
+
+def chat(monkeypatch, capsys, *args, lines):
+    monkeypatch.setattr("sys.stdin", io.StringIO("".join(f"{line}\n" for line in lines)))
+    code = main(["chat", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out.splitlines(), err
+
+
+def unescaped(line: str) -> str:
+    return line.replace("\\n", "\n").replace("\\\\", "\\")
+
+
+def test_scripted_chat_saves_a_valid_kokorochat_session(exports, tmp_path, monkeypatch, capsys):
+    saved = tmp_path / "sessions" / "first.json"
+    said = ["最近、眠れない日が続いています。", "仕事のことで悩んでいます。"]
+    code, out, err = chat(monkeypatch, capsys, exports["counselor"],
+                          lines=[said[0], "", said[1], f"/save {saved}", "/quit", "never read"])
+    assert code == 0, err
+    assert out[0] == OPENING and len(out) == 3  # the opening, then one line per reply
+    assert f"saved 5 turns to {saved}" in err
+
+    dialogue = read_dialogue_file(saved)  # validates every field
+    turns = dialogue_turns(dialogue)
+    assert [t.role for t in turns] == ["counselor", "client", "counselor", "client", "counselor"]
+    assert [turns[1].text, turns[3].text] == said
+    assert [turns[0].text, turns[2].text, turns[4].text] == [unescaped(line) for line in out]
+    record = json.loads(saved.read_text())
+    assert record["kokorozoo"]["review"].startswith("placeholder") and dialogue.score == 0
+    assert len(load_kokorochat(saved.parent)) == 1
+    assert main(["data", "stats", "--root", str(saved.parent), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["dialogues"] == 1 and stats["merged_turns"]["total"] == 5
+
+
+def test_reset_rate_and_end_of_input(exports, tmp_path, monkeypatch, capsys):
+    saved = tmp_path / "rated.json"
+    code, out, err = chat(monkeypatch, capsys, exports["counselor"], "--rate", exports["scorer"], "--opening", "",
+                          lines=["こんにちは。", "/reset", "/nonsense", "/save", "相談があります。", f"/save {saved}"])
+    assert code == 0  # end of input ends the chat
+    assert "unknown command /nonsense" in err and "usage: /save FILE" in err and "(a new session)" in err
+    rating = out[-21:]
+    assert [line.split()[1] for line in rating[:20]] == list(ITEM_NAMES)
+    items = [int(line.split()[-1]) for line in rating[:20]]
+    assert all(0 <= v <= 5 for v in items) and rating[20] == f"total {sum(items)}/100 (predicted)"
+    record = json.loads(saved.read_text())
+    assert record["kokorozoo"]["predicted"] == {"items": dict(zip(ITEM_NAMES, items)), "total": sum(items)}
+    turns = dialogue_turns(read_dialogue_file(saved))
+    assert [t.role for t in turns] == ["client", "counselor"] and turns[0].text == "相談があります。"  # after /reset
+
+
+@pytest.mark.parametrize("flag", [(), ("--rate",)])
+def test_a_missing_model_folder_is_one_line(tmp_path, monkeypatch, capsys, flag, exports):
+    missing = tmp_path / "no-such-model"
+    args = [exports["counselor"], "--rate", missing] if flag else [missing]
+    code, out, err = chat(monkeypatch, capsys, *args, lines=[])
+    assert code == 2 and err.count("\n") == 1 and str(missing) in err and "no such model folder" in err
+
+
+def test_a_client_model_cannot_be_the_counselor(exports, monkeypatch, capsys):
+    code, _, err = chat(monkeypatch, capsys, exports["client"], lines=[])
+    assert code == 2 and err.count("\n") == 1 and "client model" in err
