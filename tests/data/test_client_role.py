@@ -94,3 +94,12 @@ def test_a_client_fit_records_its_role_and_generates_client_turns(short_fit_args
 def test_role_is_checked(tmp_path):
     with pytest.raises(ValueError, match="role must be 'counselor' or 'client'"):
         ResponseDataModule(role="therapist")
+
+
+def test_the_paper_client_config_is_the_paper_response_run_on_client_turns(paper_config):
+    client, counselor = paper_config("client_high"), paper_config("response_high")
+    assert (client["data"]["init_args"]["role"], counselor["data"]["init_args"]["role"]) == ("client", "counselor")
+    assert client["model"] == counselor["model"]  # Swallow-8B, NF4, LoRA, optimizer, lr, warm-up, decoding
+    for key in ("subset", "mode", "max_length"):
+        assert client["data"]["init_args"][key] == counselor["data"]["init_args"][key], key
+    assert client["trainer"]["max_epochs"] == counselor["trainer"]["max_epochs"] == 5
