@@ -107,7 +107,11 @@ class Speaker:
             raise UsageError(f"{source}: max_length {self.max_length} leaves no room for a prompt before"
                              f" max_new_tokens {self.max_new_tokens}")
         #: The cached decoder serves the model exactly (see kokorozoo.generation); else generate.
-        self.cached = hp.get("generation", "shared_prefix") == "shared_prefix" and shared_prefix_supported(task.model)
+        wanted = hp.get("generation", "shared_prefix") == "shared_prefix"
+        self.cached = wanted and shared_prefix_supported(task.model)
+        if wanted and not self.cached:
+            log.warning("%s: this model's attention or generation config needs generate: every turn recomputes"
+                        " its history", source)
 
     @staticmethod
     def find(path: str | Path, role: Role, what: str) -> ModelFile:
