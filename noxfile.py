@@ -1,4 +1,5 @@
-"""Sessions: `nox -s tests` (the unit and end-to-end suite), `nox -s benchmarks`, `nox -s slow`.
+"""Sessions: `nox -s tests` (the unit and end-to-end suite), `nox -s benchmarks`, `nox -s slow`,
+`nox -s mutation` (mutation testing, not run by default).
 
 Each session installs torch 2.13.0 (the CPU build) first and constrains every later install with
 constraints.txt, so no CUDA packages are ever pulled in.
@@ -37,6 +38,15 @@ def slow(session: nox.Session) -> None:
     """End-to-end runs of the shipped configs, a few minutes each."""
     install(session)
     session.run("pytest", "-m", "slow", "--benchmark-disable", *session.posargs, env=OFFLINE)
+
+
+@nox.session(python="3.11")
+def mutation(session: nox.Session) -> None:
+    """Mutation testing (mutmut) of the code that produces reported numbers, ~30 minutes on 2 cores:
+    reports the mutation score and fails on a surviving mutant that tests/mutation/EQUIVALENT.md
+    does not explain. Arguments go to tests/mutation/mutation.py (e.g. mutant-name patterns)."""
+    install(session, "mutmut")
+    session.run("python", "tests/mutation/mutation.py", *session.posargs, env=OFFLINE)
 
 
 #: The saved run every benchmark is compared against (benchmarks/baseline/<machine>/0001_*.json),
