@@ -7,10 +7,47 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from kokorozoo.data.dialogue import merge_utterances
+from kokorozoo.data.dialogue import dialogue_turns, merge_utterances
 from kokorozoo.data.kokorochat import SCREENING_FLAGS, Dialogue
 
 HISTOGRAM_BIN = 10
+ROLES = ("client", "counselor")
+#: Eight numbers that describe a dialogue without reading it (the paper's Figure 4 finds signal
+#: in them): what the score baseline and the heads' ``features`` option read.
+STATISTICS = (
+    "client_characters",
+    "counselor_characters",
+    "client_utterances",
+    "counselor_utterances",
+    "merged_turns",
+    "duration_minutes",
+    "client_response_seconds",
+    "counselor_response_seconds",
+)
+
+
+def dialogue_statistics(dialogue: Dialogue) -> tuple[float, ...]:
+    """The :data:`STATISTICS` of one dialogue: lengths, counts, duration and how long each speaker
+    took to answer the other on average (seconds from the other's last utterance to one's first)."""
+    chars = {role: 0 for role in ROLES}
+    utterances = {role: 0 for role in ROLES}
+    waits: dict[str, list[float]] = {role: [] for role in ROLES}
+    previous = None
+    for u in dialogue.utterances:
+        chars[u.role] += len(u.text)
+        utterances[u.role] += 1
+        if previous is not None and previous.role != u.role:
+            waits[u.role].append(max(0.0, (u.time - previous.time).total_seconds()))
+        previous = u
+    duration = max(0.0, (dialogue.utterances[-1].time - dialogue.utterances[0].time).total_seconds()) / 60
+    mean_wait = {role: statistics.fmean(w) if w else 0.0 for role, w in waits.items()}
+    return (
+        *(float(chars[r]) for r in ROLES),
+        *(float(utterances[r]) for r in ROLES),
+        float(len(dialogue_turns(dialogue))),
+        duration,
+        *(mean_wait[r] for r in ROLES),
+    )
 
 
 def dataset_stats(dialogues: Iterable[Dialogue]) -> dict[str, Any]:

@@ -38,23 +38,13 @@ from torch import Tensor
 
 from kokorozoo.data.dialogue import dialogue_turns
 from kokorozoo.data.kokorochat import ITEM_MAX, NUM_ITEMS, Dialogue
+from kokorozoo.data.stats import ROLES, STATISTICS, dialogue_statistics
 from kokorozoo.data.splits import ScoreSplitKind, Split, score_split
 from kokorozoo.metrics.rules import METRIC_RULES, distribution_metrics, score_figures
 from kokorozoo.metrics.scores import constant_predictions, item_modes
 from kokorozoo.progress import progress
 
-ROLES = ("client", "counselor")
 NUM_LEVELS = ITEM_MAX + 1
-STATISTICS = (
-    "client_characters",
-    "counselor_characters",
-    "client_utterances",
-    "counselor_utterances",
-    "merged_turns",
-    "duration_minutes",
-    "client_response_seconds",
-    "counselor_response_seconds",
-)
 #: Bump when the model changes, so cached distributions of an older model are not reused.
 BASELINE_VERSION = 1
 
@@ -102,30 +92,6 @@ def char_ngram_counts(texts: Sequence[str], max_n: int) -> sparse.csr_matrix:
 def role_text(dialogue: Dialogue, role: str) -> str:
     """Everything one speaker wrote in a dialogue, utterance by utterance."""
     return "\n".join(u.text for u in dialogue.utterances if u.role == role)
-
-
-def dialogue_statistics(dialogue: Dialogue) -> tuple[float, ...]:
-    """The :data:`STATISTICS` of one dialogue: lengths, counts, duration and how long each speaker
-    took to answer the other on average (seconds from the other's last utterance to one's first)."""
-    chars = {role: 0 for role in ROLES}
-    utterances = {role: 0 for role in ROLES}
-    waits: dict[str, list[float]] = {role: [] for role in ROLES}
-    previous = None
-    for u in dialogue.utterances:
-        chars[u.role] += len(u.text)
-        utterances[u.role] += 1
-        if previous is not None and previous.role != u.role:
-            waits[u.role].append(max(0.0, (u.time - previous.time).total_seconds()))
-        previous = u
-    duration = max(0.0, (dialogue.utterances[-1].time - dialogue.utterances[0].time).total_seconds()) / 60
-    mean_wait = {role: statistics.fmean(w) if w else 0.0 for role, w in waits.items()}
-    return (
-        *(float(chars[r]) for r in ROLES),
-        *(float(utterances[r]) for r in ROLES),
-        float(len(dialogue_turns(dialogue))),
-        duration,
-        *(mean_wait[r] for r in ROLES),
-    )
 
 
 @dataclass(frozen=True)
