@@ -7,7 +7,10 @@ tokens it is prompted with at test time.
 
 Labels: a turn of the target role (the counselor, or the client for a client model) is a target
 when it has history before it; its loss covers the tokens the template marks as that role's output
-(``{% generation %}``: the text and its end-of-turn token), never the role header.
+(``{% generation %}``: the text and its end-of-turn token), never the role header. A sample keeps
+the latest history that fits, cut at a turn boundary; a target turn that does not fit even alone
+is cut inside the turn and its latest tokens are trained. Both sample modes (dialogue windows and
+per-turn samples) put the loss on exactly the same tokens.
 """
 
 from __future__ import annotations
@@ -53,9 +56,13 @@ class EncodedDialogue:
         return ids, labels
 
     def first_turn_fitting(self, end: int, max_length: int) -> int | None:
-        """The earliest turn whose start lets prefix + [start, end) fit in ``max_length``."""
+        """The earliest turn whose start lets prefix + [start, end) fit in ``max_length``, among the
+        turns that start before ``end``; None when not even the turn holding token ``end - 1`` fits
+        (a later turn, empty before ``end``, is never the answer)."""
         budget = max_length - self.prefix
         for i, start in enumerate(self.starts):
+            if start >= end:
+                break
             if end - start <= budget:
                 return i
         return None
@@ -110,7 +117,9 @@ def dialogue_windows(encoded: EncodedDialogue, max_length: int) -> list[tuple[li
     at the earliest turn boundary that keeps its first new target within half a window, and takes
     every further target that ends inside it. Each target is trained once, with as much of its
     latest history as whole turns allow in half a window or more, and the tokens through the model
-    stay about twice the dialogue's length."""
+    stay about twice the dialogue's length. A target longer than half a window gets the latest
+    whole turns that fit the whole window; one longer than the window, its latest tokens alone
+    (as :func:`per_turn_samples` cuts it)."""
     windows = []
     pending = list(encoded.targets)
     while pending:
@@ -131,7 +140,8 @@ def dialogue_windows(encoded: EncodedDialogue, max_length: int) -> list[tuple[li
 
 
 def per_turn_samples(encoded: EncodedDialogue, max_length: int) -> list[tuple[list[int], list[int]]]:
-    """The paper's samples: one per target turn, its history up to ``max_length``."""
+    """The paper's samples: one per target turn, its history up to ``max_length`` (a turn that does
+    not fit alone: its latest tokens)."""
     return [encoded.clipped(encoded.ends[t], max_length, [t]) for t in encoded.targets]
 
 

@@ -405,13 +405,53 @@ def test_windows_follow_the_half_window_rule_after_a_long_prefix(tokenizer):
         assert [ids for ids, _ in dialogue_windows(encoded, max_length)] == expected, max_length
 
 
-@pytest.mark.xfail(strict=True, reason="dialogue_windows drops a target turn longer than half a window: "
-                   "first_turn_fitting returns the next turn, whose start is the target's end (issue 17 note)")
 def test_a_target_longer_than_half_a_window_is_still_trained(tokenizer, encoded):
     max_length = encoded.prefix + 2 * (encoded.ends[2] - encoded.starts[2]) - 2
-    assert runs(tokenizer, [l for _, labels in dialogue_windows(encoded, max_length) for l in labels]) == [
-        TURNS[t].text + EOT for t in TARGETS
-    ]
+    windows = dialogue_windows(encoded, max_length)
+    assert runs(tokenizer, [l for _, labels in windows for l in labels]) == [TURNS[t].text + EOT for t in TARGETS]
+    # turn 2 with the latest whole turns that fit the whole window
+    assert windows[0][0] == encoded.ids[: encoded.prefix] + encoded.ids[encoded.starts[1] : encoded.ends[2]]
+
+
+def test_a_target_longer_than_the_window_trains_its_tail_in_either_mode(tokenizer, encoded):
+    """A target turn (not the last) whose text does not fit is cut inside the turn: its latest
+    tokens are trained, in both modes, and the targets after it are still trained."""
+    max_length = encoded.prefix + (encoded.ends[2] - encoded.content_starts[2]) - 2
+    tail = encoded.ids[encoded.ends[2] - (max_length - encoded.prefix) : encoded.ends[2]]
+    for samples in (dialogue_windows(encoded, max_length), per_turn_samples(encoded, max_length)):
+        ids, labels = samples[0]
+        assert ids == encoded.ids[: encoded.prefix] + tail
+        assert labels == [IGNORE_INDEX] * encoded.prefix + tail
+        assert len(samples) == len(TARGETS) and all(runs(tokenizer, labels) for _, labels in samples)
+
+
+def labelled_tokens(samples) -> list[list[int]]:
+    """Each contiguous run of labelled tokens, as ids."""
+    found = []
+    for _, labels in samples:
+        current = []
+        for label in [*labels, IGNORE_INDEX]:
+            if label != IGNORE_INDEX:
+                current.append(label)
+            elif current:
+                found.append(current)
+                current = []
+    return found
+
+
+@pytest.mark.parametrize("system_prompt", [None, "あなたはカウンセラーです。"])
+@pytest.mark.parametrize("target", ["counselor", "client"])
+def test_dialogue_and_per_turn_modes_train_the_same_tokens(tokenizer, system_prompt, target):
+    """At every window length: each target's text and end-of-turn, or its latest tokens when they
+    do not fit, once, in order, and the same in both modes (ResponseDataModule's promise)."""
+    encoded = encode_dialogue(tokenizer, TURNS, system_prompt, target)
+    for max_length in range(encoded.prefix + 1, len(encoded.ids) + 2):
+        budget = max_length - encoded.prefix
+        expected = [encoded.ids[max(encoded.content_starts[t], encoded.ends[t] - budget) : encoded.ends[t]]
+                    for t in encoded.targets]
+        windows, samples = dialogue_windows(encoded, max_length), per_turn_samples(encoded, max_length)
+        assert labelled_tokens(windows) == labelled_tokens(samples) == expected, max_length
+        assert all(len(ids) == len(labels) <= max_length for ids, labels in windows + samples), max_length
 
 
 def test_the_last_turn_longer_than_the_window_trains_its_tail(tokenizer, encoded):
