@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from kokorozoo.chat_format import CHAT_ROLE, chat_messages, header_ids, render
 from kokorozoo.data.dialogue import Turn, target_turn_indices
 from kokorozoo.data.kokorochat import Role
+from kokorozoo.errors import UsageError
 
 IGNORE_INDEX = -100
 
@@ -146,12 +147,27 @@ def per_turn_samples(encoded: EncodedDialogue, max_length: int) -> list[tuple[li
 
 
 def generation_prompt(encoded: EncodedDialogue, turn: int, max_length: int) -> tuple[list[int], int]:
-    """The prompt for generating turn ``turn`` (the history and the turn's header: exactly the
-    tokens that precede the turn's text in training, the latest history that fits) and the index
-    of the first history turn it keeps."""
+    """The prompt for generating turn ``turn`` and the index of the first history turn it keeps
+    (``turn`` itself when it keeps none).
+
+    The prompt is the prefix (BOS, system prompt), the latest history that fits and the turn's
+    header: exactly the tokens that precede the turn's text in training. The history is cut at the
+    earliest turn boundary that fits; when not even the turn before fits whole, the prompt keeps
+    its latest tokens up to ``max_length`` (cut inside that turn) rather than no history at all.
+    A ``max_length`` that cannot hold the prefix and the header is a
+    :class:`~kokorozoo.errors.UsageError`: a prompt always ends with the whole header."""
     end = encoded.content_starts[turn]
-    first = encoded.first_turn_fitting(end, max_length)
-    return encoded.clipped(end, max_length, [])[0], turn if first is None else first
+    header = end - encoded.starts[turn]
+    need = encoded.prefix + header
+    if max_length < need:
+        raise UsageError(
+            f"a prompt of at most {max_length} tokens cannot hold the {encoded.prefix} tokens before the first turn"
+            f" and the {header}-token header of turn {turn}: it needs at least {need}"
+        )
+    first = encoded.first_turn_fitting(end, max_length)  # the turn itself at least: its header fits
+    if first == turn and turn > 0 and max_length > need:  # no whole history turn fits: its latest tokens
+        return encoded._cut(end - (max_length - encoded.prefix), end, [])[0], turn - 1
+    return encoded.window(first, end, [])[0], first
 
 
 def next_turn_prompt(tokenizer, turns: Sequence[Turn], target: Role, max_length: int,

@@ -28,6 +28,7 @@ from kokorozoo.data.encoding import (
 )
 from kokorozoo.data.kokorochat import Dialogue, Feedback, Topic, Utterance
 from kokorozoo.data.score_format import format_scores
+from kokorozoo.errors import UsageError
 from kokorozoo.data.splits import (
     in_subset,
     response_split,
@@ -481,11 +482,54 @@ def test_generation_prompts_are_the_chat_templates(tokenizer, encoded):
     assert generation_prompt(encoded, 6, max_length) == (
         encoded.ids[: encoded.prefix] + encoded.ids[encoded.starts[5] : end], 5
     )
+    # no whole history turn fits: the latest tokens of the history, cut inside turn 5
     assert generation_prompt(encoded, 6, max_length - 1) == (
+        encoded.ids[: encoded.prefix] + encoded.ids[encoded.starts[5] + 1 : end], 5
+    )
+    # only the header fits: the header alone, the turn itself named as the first one kept
+    header = end - encoded.starts[6]
+    assert generation_prompt(encoded, 6, encoded.prefix + header) == (
         encoded.ids[: encoded.prefix] + encoded.ids[encoded.starts[6] : end], 6
     )
-    # not even the header fits: its tail, and the turn itself named as the first one kept
-    assert generation_prompt(encoded, 6, encoded.prefix + 2) == (encoded.ids[: encoded.prefix] + encoded.ids[end - 2 : end], 6)
+
+
+@pytest.mark.parametrize("system_prompt", [None, "あなたはカウンセラーです。"])
+@pytest.mark.parametrize("target", ["counselor", "client"])
+def test_a_prompt_ends_with_the_turns_header_and_keeps_the_latest_history_that_fits(tokenizer, system_prompt, target):
+    """At every prompt length that holds the prefix and the turn's header: the prefix, then the
+    latest history, then the header; whole turns when at least one fits, else the latest tokens of
+    the history up to the length (never the header alone when there is room for more)."""
+    encoded = encode_dialogue(tokenizer, TURNS, system_prompt, target)
+    for t in encoded.targets:
+        end = encoded.content_starts[t]
+        header = encoded.ids[encoded.starts[t] : end]
+        for max_length in range(encoded.prefix + len(header), encoded.prefix + end + 2):
+            budget = max_length - encoded.prefix
+            prompt, first = generation_prompt(encoded, t, max_length)
+            kept = len(prompt) - encoded.prefix
+            assert prompt[: encoded.prefix] == encoded.ids[: encoded.prefix], max_length
+            assert prompt[encoded.prefix :] == encoded.ids[end - kept : end] and prompt[-len(header) :] == header
+            whole = [i for i in range(t) if end - encoded.starts[i] <= budget]
+            if whole:  # cut at the earliest turn boundary that fits
+                assert (kept, first) == (end - encoded.starts[whole[0]], whole[0]), max_length
+            elif budget > len(header):  # cut inside the turn before
+                assert (kept, first) == (budget, t - 1), max_length
+            else:  # room for the header alone
+                assert (kept, first) == (len(header), t), max_length
+
+
+@pytest.mark.parametrize("system_prompt", [None, "あなたはカウンセラーです。"])
+def test_a_prompt_length_without_room_for_the_header_is_an_error(tokenizer, system_prompt):
+    encoded = encode_dialogue(tokenizer, TURNS, system_prompt)
+    for t in TARGETS:
+        need = encoded.prefix + encoded.content_starts[t] - encoded.starts[t]
+        for max_length in (need - 1, encoded.prefix, encoded.prefix - 1, 1):
+            message = (f"^a prompt of at most {max_length} tokens cannot hold the {encoded.prefix} tokens before the"
+                       f" first turn and the {need - encoded.prefix}-token header of turn {t}: it needs at least {need}$")
+            with pytest.raises(UsageError, match=message):
+                generation_prompt(encoded, t, max_length)
+            with pytest.raises(UsageError, match=message):
+                next_turn_prompt(tokenizer, TURNS[:t], "counselor", max_length, system_prompt)
 
 
 def test_a_client_model_learns_and_is_prompted_for_the_client_turns(tokenizer):
