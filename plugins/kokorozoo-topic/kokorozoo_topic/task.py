@@ -5,6 +5,8 @@ constant majority-topic baseline."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torchmetrics import MetricCollection
@@ -12,6 +14,9 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from kokorozoo.api import Backbone, Task
 from kokorozoo_topic.data import NUM_TOPICS, TOPICS
+
+#: The head's file in an exported folder (beside the PEFT adapter).
+HEAD_FILE = "topic_head.safetensors"
 
 
 def topic_metrics() -> MetricCollection:
@@ -28,7 +33,8 @@ class TopicTask(Task):
     """Classify a dialogue's main topic (``topic.main_en``, 11 classes) with a QLoRA backbone.
 
     The head (a linear layer, float32) is trained with the adapters and saved in the checkpoint
-    with them; the best checkpoint is the one with the highest validation macro-F1.
+    with them; the best checkpoint is the one with the highest validation macro-F1. ``kokorozoo
+    export`` writes it beside the adapter (:data:`HEAD_FILE`) and ``Task.from_export`` loads it.
 
     Args:
         head_dropout: dropout on the pooled hidden state before the head.
@@ -55,6 +61,34 @@ class TopicTask(Task):
 
     def infer(self, batch: dict) -> torch.Tensor:
         return self(batch["input_ids"], batch["attention_mask"])
+
+    # -- export and reload --------------------------------------------------------------------
+
+    def export_extras(self, out: Path) -> dict:
+        """The head, as safetensors beside the adapter."""
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, out / HEAD_FILE)
+        return {
+            "head": {
+                "file": HEAD_FILE,
+                "reads": "the final hidden state of the dialogue's last token",
+                "logits": f"weight @ hidden + bias, one per topic ({NUM_TOPICS})",
+                "topics": list(TOPICS),
+            }
+        }
+
+    def load_export_extras(self, folder: Path, info: dict) -> None:
+        """The trained head, in place of the fresh one ``configure_heads`` made."""
+        from safetensors.torch import load_file
+
+        head = info.get("head")
+        if head is None:
+            raise ValueError(f"{folder}: the export holds no topic head (written before kokorozoo-topic saved it):"
+                             " export the checkpoint again")
+        if head.get("topics") != list(TOPICS):
+            raise ValueError(f"{folder}: the head's topics {head.get('topics')} are not this plugin's {list(TOPICS)}")
+        self.head.load_state_dict(load_file(Path(folder) / head["file"]))
 
     # -- training and validation ------------------------------------------------------------
 

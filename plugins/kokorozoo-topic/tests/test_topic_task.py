@@ -1,6 +1,6 @@
 """The topic task end to end through the real ``kokorozoo`` CLI, as an installed plugin: discovery,
 fit -> best checkpoint -> test, a checkpoint with the head in it that predicts the same numbers
-after reloading."""
+after reloading, and an export of it that does so in a fresh process."""
 
 import json
 from pathlib import Path
@@ -109,3 +109,59 @@ def test_reloaded_checkpoint_predicts_the_same(fitted, kokorochat, tiny_tokenize
     assert batch["dialogue_ids"] == [r["dialogue_id"] for r in rows]
     for row, p in zip(rows, probs.tolist()):
         assert [row["probabilities"][t] for t in TOPICS] == pytest.approx(p, abs=1e-5)
+
+
+RELOAD = """
+import json, sys, torch
+from kokorozoo.api import Task
+from kokorozoo_topic import TopicDataModule, TopicTask
+task = Task.from_export(sys.argv[1])
+assert isinstance(task, TopicTask) and not task.training
+dm = TopicDataModule(max_length=128, limit_test=6, eval_batch_size=16)  # the fit's test batch
+dm.connect(task.tokenizer)
+dm.setup("test")
+batch = next(iter(dm.test_dataloader()))
+with torch.no_grad():
+    probs = task(batch["input_ids"], batch["attention_mask"]).softmax(-1)
+print(json.dumps({"ids": batch["dialogue_ids"], "probabilities": probs.tolist()}))
+"""
+
+
+def test_exported_model_predicts_the_same_in_a_fresh_process(fitted, tmp_path):
+    """``kokorozoo export`` of the best checkpoint writes the head beside the adapter, and
+    ``Task.from_export`` in a new process (nothing of the fit in memory) predicts what the test run
+    wrote: the head is the trained one, not the fresh one ``configure_heads`` makes."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    ckpt = next((fitted / "checkpoints").glob("best-*.ckpt"))
+    out = tmp_path / "export"
+    assert main(["export", str(ckpt), str(out)]) == 0
+    info = json.loads((out / "kokorozoo.json").read_text())
+    assert info["task"] == "kokorozoo_topic.task.TopicTask" and info["head"]["topics"] == list(TOPICS)
+    saved = torch.load(ckpt, weights_only=True)["state_dict"]
+    head = load_file(out / info["head"]["file"])
+    assert set(head) == {"weight", "bias"} and all(torch.equal(head[k], saved[f"head.{k}"]) for k in head)
+
+    proc = subprocess.run(
+        [sys.executable, "-c", RELOAD, str(out)], capture_output=True, text=True,
+        cwd=Path(__file__).resolve().parents[3], env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reloaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    rows = [json.loads(line) for line in (fitted / "predictions.jsonl").read_text().splitlines()]
+    assert reloaded["ids"] == [r["dialogue_id"] for r in rows]
+    for row, p in zip(rows, reloaded["probabilities"]):
+        assert [row["probabilities"][t] for t in TOPICS] == pytest.approx(p, abs=1e-5)
+
+
+def test_an_export_without_the_head_is_refused(tmp_path):
+    """An export written before the head was saved would predict with a random head: refused."""
+    task = TopicTask()
+    with pytest.raises(ValueError, match="the export holds no topic head .*: export the checkpoint again$"):
+        task.load_export_extras(tmp_path, {"task": "kokorozoo_topic.task.TopicTask"})
+    with pytest.raises(ValueError, match="the head's topics .* are not this plugin's"):
+        task.load_export_extras(tmp_path, {"head": {"file": "topic_head.safetensors", "topics": list(reversed(TOPICS))}})
