@@ -62,9 +62,7 @@ class EncodedDialogue:
         (a later turn, empty before ``end``, is never the answer)."""
         budget = max_length - self.prefix
         for i, start in enumerate(self.starts):
-            if start >= end:
-                break
-            if end - start <= budget:
+            if start < end and end - start <= budget:
                 return i
         return None
 

@@ -519,6 +519,17 @@ def test_a_prompt_ends_with_the_turns_header_and_keeps_the_latest_history_that_f
 
 
 @pytest.mark.parametrize("system_prompt", [None, "あなたはカウンセラーです。"])
+def test_the_opening_turns_prompt_is_the_prefix_and_its_header(tokenizer, system_prompt):
+    """A session's first turn has no history: the prompt is the prefix and the header at any
+    length that holds them (nothing of the prefix is repeated to fill the room)."""
+    encoded = encode_dialogue(tokenizer, TURNS, system_prompt)
+    opening = encoded.ids[: encoded.content_starts[0]]
+    for max_length in (len(opening), len(opening) + 1, 4096):
+        assert generation_prompt(encoded, 0, max_length) == (opening, 0)
+        assert next_turn_prompt(tokenizer, [], "counselor", max_length, system_prompt) == opening
+
+
+@pytest.mark.parametrize("system_prompt", [None, "あなたはカウンセラーです。"])
 def test_a_prompt_length_without_room_for_the_header_is_an_error(tokenizer, system_prompt):
     encoded = encode_dialogue(tokenizer, TURNS, system_prompt)
     for t in TARGETS:
