@@ -27,10 +27,16 @@ END_OF_TEXT = "<|end_of_text|>"
 START_HEADER = "<|start_header_id|>"
 END_HEADER = "<|end_header_id|>"
 END_OF_TURN = "<|eot_id|>"
+#: Llama 3.1's end of a turn that hands over to a tool (ipython); kokorozoo never writes one, so
+#: the tiny tokenizer lacks it, but a Llama 3.1 model (Swallow-8B) may end a reply with it.
+END_OF_MESSAGE = "<|eom_id|>"
 PAD = "<|finetune_right_pad_id|>"
+#: The special tokens every kokorozoo tokenizer has (the tiny one is trained with exactly these).
 SPECIAL_TOKENS = (BEGIN_OF_TEXT, END_OF_TEXT, START_HEADER, END_HEADER, END_OF_TURN, PAD)
-#: The tokens that end an assistant turn, in the order generation configs list them.
-STOP_TOKENS = (END_OF_TURN, END_OF_TEXT)
+#: The tokens that end an assistant turn: Llama 3.1 ends a turn with ``<|eot_id|>`` or
+#: ``<|eom_id|>``, and a text with ``<|end_of_text|>`` (Swallow-8B's generation config stops at all
+#: three). A tokenizer that lacks one stops at the others (:func:`stop_token_ids`).
+STOP_TOKENS = (END_OF_TURN, END_OF_MESSAGE, END_OF_TEXT)
 
 #: The template variable naming the chat role a model speaks (default ``assistant``).
 TARGET_ROLE_VARIABLE = "target_role"
@@ -86,8 +92,9 @@ def header_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:
 
 
 def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    """The tokens that end an assistant turn (Llama-3's ``<|eot_id|>`` and ``<|end_of_text|>``);
-    the tokenizer's EOS for a model without them."""
+    """The ids of the :data:`STOP_TOKENS` the tokenizer has (Llama-3.1's ``<|eot_id|>``,
+    ``<|eom_id|>`` and ``<|end_of_text|>``; a token it lacks, which it maps to None or its unknown
+    token, is left out); the tokenizer's EOS for a model with none of them."""
     stop = [tokenizer.convert_tokens_to_ids(t) for t in STOP_TOKENS]
     return [t for t in stop if t is not None and t != tokenizer.unk_token_id] or [tokenizer.eos_token_id]
 

@@ -188,9 +188,10 @@ def head_choosing(task, token: int):
 
 
 @pytest.mark.parametrize("shared_prefix", [True, False])
-@pytest.mark.parametrize("stop", [128009, 128001])
+@pytest.mark.parametrize("stop", [128009, 128008, 128001])
 def test_generation_stops_at_the_real_stop_ids(task, encoded, stop, shared_prefix):
-    assert stop_token_ids(task.tokenizer) == [128009, 128001]
+    assert stop_token_ids(task.tokenizer) == [128009, 128008, 128001]  # <|eot_id|>, <|eom_id|>, <|end_of_text|>
+    assert set(stop_token_ids(task.tokenizer)) == set(EOS_IDS)  # what Swallow-8B's generation config stops at
     prompt = generation_prompt(encoded, encoded.targets[1], 8192)[0]
     with head_choosing(task, stop):
         # stop tokens are barred for the first two: token 0 ("!") wins the tie, then the stop ends it
@@ -198,12 +199,34 @@ def test_generation_stops_at_the_real_stop_ids(task, encoded, stop, shared_prefi
     assert texts == ["!!"]
 
 
-@pytest.mark.xfail(strict=True, reason="kokorozoo.chat_format.STOP_TOKENS lacks <|eom_id|> (128008), which "
-                   "Swallow-8B's generation config lists as an end of generation")
 def test_generation_stops_at_end_of_message(task, encoded):
     prompt = generation_prompt(encoded, encoded.targets[1], 8192)[0]
     with head_choosing(task, 128008):
         assert task.generate_text([prompt], max_new_tokens=4, min_new_tokens=2) == ["!!"]
+
+
+def test_stop_ids_are_only_those_the_tokenizer_has(tiny_tokenizer):
+    """The tiny tokenizer has no <|eom_id|> (kokorozoo's template never writes one): its stop ids
+    are its <|eot_id|> and <|end_of_text|>, never None or its unknown-token id."""
+    assert "<|eom_id|>" not in tiny_tokenizer.get_vocab()
+    assert stop_token_ids(tiny_tokenizer) == tiny_tokenizer.convert_tokens_to_ids(["<|eot_id|>", "<|end_of_text|>"])
+
+
+class Vocabulary:
+    """A tokenizer that maps a token it lacks to its unknown-token id (as sentencepiece ones do)."""
+
+    def __init__(self, tokens: list[str], unk_token_id: int | None = 0, eos_token_id: int = 99):
+        self.vocab, self.unk_token_id, self.eos_token_id = {t: i for i, t in enumerate(tokens)}, unk_token_id, eos_token_id
+
+    def convert_tokens_to_ids(self, token: str) -> int | None:
+        return self.vocab.get(token, self.unk_token_id)
+
+
+@pytest.mark.parametrize("unk", [0, None])
+def test_stop_ids_skip_tokens_a_tokenizer_lacks(unk):
+    assert stop_token_ids(Vocabulary(["<unk>", "<|end_of_text|>", "<|eot_id|>"], unk)) == [2, 1]
+    assert stop_token_ids(Vocabulary(["<unk>", "<|eom_id|>"], unk)) == [1]
+    assert stop_token_ids(Vocabulary(["<unk>", "</s>"], unk)) == [99]  # none of them: the tokenizer's EOS
 
 
 # -- the loss at the real vocabulary: chunked and packed equal the full-logits loss --------------

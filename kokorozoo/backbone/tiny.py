@@ -30,7 +30,7 @@ from kokorozoo.chat_format import (
     LLAMA3_CHAT_TEMPLATE,
     PAD,
     SPECIAL_TOKENS,
-    STOP_TOKENS,
+    stop_token_ids,
 )
 
 if TYPE_CHECKING:
@@ -160,7 +160,7 @@ def _save_tiny_model(cfg: TinyConfig, tokenizer: PreTrainedTokenizerBase, folder
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
-    stop_ids = [ids[token] for token in STOP_TOKENS]
+    stop_ids = stop_token_ids(tokenizer)  # the STOP_TOKENS it has: no <|eom_id|> in the tiny vocabulary
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=cfg.hidden_size,
