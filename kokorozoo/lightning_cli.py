@@ -19,12 +19,14 @@ On top of LightningCLI:
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
 import sys
 import tempfile
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -71,8 +73,8 @@ class KokorozooCLI(LightningCLI):
     # -- what the checkpoint may and may not change ------------------------------------------------
 
     def _parse_ckpt_path(self) -> None:
-        """Read the task's settings from a checkpoint, but keep the user's output locations, and
-        refuse a checkpoint of another task than the one configured. (The first hook after
+        """Read the task's settings from a checkpoint, but keep the user's output location and
+        how the user asked to read the model (:func:`_reading_settings`), and refuse a checkpoint of another task than the one configured. (The first hook after
         parsing: the other checks of the parsed settings run here too, before anything prints.)"""
         sub = self.config.get("subcommand")
         if sub:
@@ -88,10 +90,10 @@ class KokorozooCLI(LightningCLI):
                 f"{ckpt_path} was written by {written_by.rpartition('.')[2]} ({written_by}), but the config names"
                 f" {configured.rpartition('.')[2]} ({configured}): use that task's config, or a checkpoint of this one"
             )
-        output_dir = self.config[sub].model.init_args.get("output_dir") if configured else None
+        kept = _reading_settings(configured, self.config[sub].model.init_args) if configured else {}
         super()._parse_ckpt_path()
-        if configured:
-            self.config[sub].model.init_args.output_dir = output_dir
+        for name, value in kept.items():
+            setattr(self.config[sub].model.init_args, name, value)
 
     # -- before anything runs ----------------------------------------------------------------------
 
@@ -206,6 +208,19 @@ class KokorozooCLI(LightningCLI):
     def after_test(self) -> None:
         if self.model.zero_shot and self.trainer.is_global_zero:
             print("no checkpoint: zero-shot (the base model with untrained adapters)")
+
+
+def _reading_settings(class_path: str, init_args) -> dict[str, Any]:
+    """The settings a checkpoint may not override: ``output_dir`` always, and each of the task's
+    :attr:`~kokorozoo.tasks.base.Task.reading_settings` the user set to other than its default
+    (``--model.init_args.scoring constrained`` tests a model trained with greedy validation)."""
+    cls = task_class(class_path)
+    defaults = inspect.signature(cls.__init__).parameters
+    kept = {"output_dir": init_args.get("output_dir")}
+    for name in cls.reading_settings:
+        if name in init_args and name in defaults and init_args[name] != defaults[name].default:
+            kept[name] = init_args[name]
+    return kept
 
 
 def _config_names(config) -> str:

@@ -21,6 +21,12 @@ the items it names.
 - a value must be one digit 0-5: ``6``, ``10``, ``-1``, ``+3``, ``3.5`` make the item invalid
   (the whole number is read, so ``35`` is never taken for 3); a missing item is invalid;
 - an item given twice counts when both values agree, and is invalid when they differ.
+
+**The constrained reading** (:func:`answer_form`): the answer's shape is fixed, so a model's
+scores can also be read without generating: feed the answer with known values after the prompt
+and read, at each item's value position, the probabilities of the six digit tokens. It needs every
+value to be one token, the same whatever the value (true of Llama 3's tokenizer, which splits
+numbers from their neighbours, and of the tiny one); :func:`answer_form` checks that.
 """
 
 from __future__ import annotations
@@ -28,10 +34,12 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from kokorozoo.data.kokorochat import FEEDBACK_ITEMS, ITEM_MAX, NUM_ITEMS
+from kokorozoo.errors import UsageError
 
 #: The request that follows the dialogue (a user message): predict the client's 20 ratings, in the
 #: answer format, with each item named as the Japanese review form names it.
@@ -73,3 +81,43 @@ def parse_scores(text: object) -> torch.Tensor:
     for item, score in seen.items():
         scores[item] = score
     return scores
+
+
+@dataclass(frozen=True)
+class AnswerForm:
+    """The answer's tokens for given values (``ids``, without special tokens), the index in
+    ``ids`` of each item's value token (``value_positions``, 20) and the token of each level 0..5
+    (``level_ids``, 6)."""
+
+    ids: list[int]
+    value_positions: list[int]
+    level_ids: list[int]
+
+
+def answer_form(tokenizer, fill: Sequence[int]) -> AnswerForm:
+    """The answer :func:`format_scores` writes for ``fill``, tokenized, with where its values sit.
+
+    Found by tokenizing the answer with every item at each level: the six token lists must have
+    one length and differ at exactly 20 positions, one per item, each holding the same token for a
+    level whatever the item; then ``fill``'s own tokens must be those with its levels put in.
+    Raises :class:`~kokorozoo.errors.UsageError` for a tokenizer that merges a value with its
+    neighbours (constrained scoring cannot read such a model)."""
+
+    def encode(values: Sequence[int]) -> list[int]:
+        return tokenizer(format_scores(values), add_special_tokens=False)["input_ids"]
+
+    uniform = [encode([level] * NUM_ITEMS) for level in range(ITEM_MAX + 1)]
+    lengths = {len(ids) for ids in uniform}
+    positions = [i for i in range(len(uniform[0])) if len({ids[i] for ids in uniform}) > 1] if len(lengths) == 1 else []
+    level_ids = [uniform[level][positions[0]] for level in range(ITEM_MAX + 1)] if positions else []
+    if len(positions) != NUM_ITEMS or any(ids[i] != ids[positions[0]] for ids in uniform for i in positions):
+        raise UsageError(
+            "constrained scoring needs each score digit to be a token of its own in the answer;"
+            " this tokenizer merges them with their neighbours: use model.init_args.scoring: greedy"
+        )
+    ids = list(uniform[0])
+    for position, value in zip(positions, fill):
+        ids[position] = level_ids[int(value)]
+    if ids != encode(fill):
+        raise UsageError("constrained scoring: the answer's tokens change with its values; use scoring: greedy")
+    return AnswerForm(ids, positions, level_ids)

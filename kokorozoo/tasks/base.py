@@ -97,6 +97,9 @@ class Task(LightningModule):
     mode: str = "min"
     #: The file test and predict write, one row per prediction.
     predictions_file: str = "predictions.jsonl"
+    #: Settings of how a trained model is read (not of what was trained): a user's value for one
+    #: of them wins over the checkpoint's at ``test``/``predict --ckpt_path``.
+    reading_settings: tuple[str, ...] = ()
 
     def __init__(
         self,

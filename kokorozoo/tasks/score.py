@@ -40,6 +40,7 @@ writes them as ``score_heads.safetensors`` beside the PEFT adapter, and
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +49,9 @@ from torch import Tensor, nn
 from kokorozoo.backbone import Backbone
 from kokorozoo.data.batching import unpadded
 from kokorozoo.data.kokorochat import ITEM_MAX, ITEM_NAMES, NUM_ITEMS
-from kokorozoo.data.score_format import parse_scores
+from kokorozoo.data.stats import STATISTICS
+from kokorozoo.data.score_format import AnswerForm, answer_form, parse_scores
+from kokorozoo.errors import UsageError
 from kokorozoo.metrics import constant_predictions, item_modes, score_metrics
 from kokorozoo.metrics.rules import METRIC_RULES, rule_predictions
 from kokorozoo.tasks.base import Task
@@ -58,6 +61,8 @@ __all__ = ["ScoreHeadsTask", "ScoreTask"]
 #: The six levels 0..5 each head chooses among.
 NUM_LEVELS = ITEM_MAX + 1
 HEADS_FILE = "score_heads.safetensors"
+#: What :class:`ScoreHeadsTask` may read beside the last token's hidden state.
+HEAD_FEATURES = ("none", "statistics")
 METRICS = ("acc", "acc_soft", "mae")
 
 
@@ -207,18 +212,34 @@ def summary(metrics) -> dict[str, float]:
 
 class ScoreTask(_ScoreTask):
     """Score prediction as text: learn to write the answer
-    (:func:`~kokorozoo.data.score_format.format_scores`), validate and test greedy generations read
-    by :func:`~kokorozoo.data.score_format.parse_scores`.
+    (:func:`~kokorozoo.data.score_format.format_scores`); validate and test by reading the model's
+    answer in one of two ways (``scoring``):
+
+    - ``greedy`` (the paper's): generate greedily, parse with
+      :func:`~kokorozoo.data.score_format.parse_scores`; an item the model did not write right is
+      invalid (counted wrong, error 5).
+    - ``constrained``: the answer's shape is fixed, so feed ``D1: v`` .. ``D20: v`` after the
+      prompt in one forward pass and read, at each value position, the probabilities of the six
+      digits (:func:`~kokorozoo.data.score_format.answer_form`): no invalid item, no generation,
+      and a distribution per item, read by each metric's rule (``by_rule`` in ``metrics.json``,
+      the argmax in ``metrics``). The values fed in, which later items see, are each item's mode
+      on the training part: the answer that says nothing about this dialogue.
 
     Args:
         max_new_tokens: the longest generated answer (the full answer is about 120 tokens).
+        scoring: ``greedy`` or ``constrained`` (see above).
         **kwargs: backbone and optimizer settings, see :class:`kokorozoo.tasks.base.Task`.
     """
 
     task_name = "score"
+    reading_settings = ("scoring", "max_new_tokens")
 
-    def __init__(self, max_new_tokens: int = 160, **kwargs):
+    def __init__(self, max_new_tokens: int = 160, scoring: Literal["greedy", "constrained"] = "greedy", **kwargs):
         super().__init__(**kwargs)
+        if scoring not in SCORINGS:
+            raise UsageError(f"model.init_args.scoring must be one of {', '.join(SCORINGS)}; got {scoring!r}")
+        self.rule = SCORINGS[scoring]
+        self._form: AnswerForm | None = None
 
     @torch.no_grad()
     def generate(self, prompt: dict) -> list[str]:
@@ -233,9 +254,38 @@ class ScoreTask(_ScoreTask):
         return total / count.clamp(min=1), count
 
     def infer(self, batch: dict) -> tuple[Tensor, list[dict]]:
+        if self.hparams.scoring == "constrained":
+            probs = self.answer_distribution(batch["prompt"])
+            return probs.argmax(-1).float(), [{"distribution": p.tolist()} for p in probs.cpu()]
         texts = self.generate(batch["prompt"])
         preds = torch.stack([parse_scores(text) for text in texts]).to(batch["scores"].device)
         return preds, [{"generation": text} for text in texts]
+
+    @torch.no_grad()
+    def answer_distribution(self, prompt: dict) -> Tensor:
+        """Each item's probabilities of the six levels [B, 20, 6], read in one forward pass over
+        the left-padded prompts followed by the answer form; the LM head runs on the 20 value
+        positions only."""
+        form = self.answer_form()
+        input_ids, mask = prompt["input_ids"], prompt["attention_mask"]
+        answer = torch.tensor(form.ids, device=input_ids.device).expand(len(input_ids), -1)
+        hidden = self.hidden_states(torch.cat([input_ids, answer], 1), torch.cat([mask, torch.ones_like(answer)], 1))
+        before_values = input_ids.shape[1] + torch.tensor(form.value_positions, device=hidden.device) - 1
+        logits = self.lm_head(hidden[:, before_values])[..., form.level_ids]
+        return logits.float().softmax(-1)
+
+    def answer_form(self) -> AnswerForm:
+        """The answer fed in constrained scoring: each item at its training mode (cached)."""
+        if self._form is None:
+            self._form = answer_form(self.tokenizer, self._baseline_modes().tolist())
+        return self._form
+
+
+#: How ``ScoreTask`` reads its answers, and the rule its ``metrics`` follow (named in metrics.json).
+SCORINGS = {
+    "greedy": "the parsed greedy answer",
+    "constrained": "argmax of the six digits' probabilities at each value position (by_rule: each metric's rule)",
+}
 
 
 class ScoreHeadsTask(_ScoreTask):
@@ -244,24 +294,37 @@ class ScoreHeadsTask(_ScoreTask):
 
     Args:
         head_dropout: dropout on the hidden state the heads read, in training.
+        features: what the heads read beside the hidden state: ``none``, or ``statistics``: the
+            eight dialogue statistics (:data:`~kokorozoo.data.stats.STATISTICS`: lengths, counts,
+            duration, response times; the paper's Figure 4 finds signal in them), as ``log1p``
+            standardised by the training part's mean and spread (kept in checkpoints and exports).
         **kwargs: backbone and optimizer settings, see :class:`kokorozoo.tasks.base.Task`.
     """
 
     task_name = "score-heads"
     rule = "argmax (comparable with the text variant; by_rule: each metric under its own rule)"
 
-    def __init__(self, head_dropout: float = 0.1, **kwargs):
+    def __init__(self, head_dropout: float = 0.1, features: Literal["none", "statistics"] = "none", **kwargs):
         super().__init__(**kwargs)
+        if features not in HEAD_FEATURES:
+            raise UsageError(f"model.init_args.features must be one of {', '.join(HEAD_FEATURES)}; got {features!r}")
         self.dropout = nn.Dropout(head_dropout)
         self.heads: nn.Linear | None = None
+        self.reads_statistics = features == "statistics"
+        if self.reads_statistics:  # the training part's log1p mean and spread, set by configure_heads
+            self.register_buffer("statistics_mean", torch.zeros(len(STATISTICS)))
+            self.register_buffer("statistics_scale", torch.ones(len(STATISTICS)))
 
     def configure_heads(self, backbone: Backbone) -> None:
-        """20 linear 6-way classifiers, stored as one [20 * 6, hidden] matrix."""
+        """20 linear 6-way classifiers, stored as one [20 * 6, inputs] matrix."""
         device = next(backbone.model.parameters()).device
-        self.heads = nn.Linear(backbone.model.config.hidden_size, NUM_ITEMS * NUM_LEVELS, device=device)
+        inputs = backbone.model.config.hidden_size + (len(STATISTICS) if self.reads_statistics else 0)
+        self.heads = nn.Linear(inputs, NUM_ITEMS * NUM_LEVELS, device=device)
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         if hasattr(datamodule, "train_scores"):  # a fit: start from the items' priors
             self._start_at_priors(datamodule.train_scores())
+            if self.reads_statistics:
+                self._standardise_on(datamodule.train_statistics().to(device))
 
     @torch.no_grad()
     def _start_at_priors(self, train_scores: Tensor) -> None:
@@ -272,10 +335,22 @@ class ScoreHeadsTask(_ScoreTask):
         self.heads.weight.zero_()
         self.heads.bias.copy_((counts / counts.sum(-1, keepdim=True)).log().flatten())
 
-    def item_logits(self, prompt: dict) -> Tensor:
+    @torch.no_grad()
+    def _standardise_on(self, train_statistics: Tensor) -> None:
+        logged = train_statistics.float().log1p()
+        self.statistics_mean.copy_(logged.mean(0))
+        self.statistics_scale.copy_(logged.std(0, correction=0).clamp(min=1e-6))
+
+    def item_logits(self, prompt: dict, statistics: Tensor | None = None) -> Tensor:
         """Logits [B, 20, 6] from padded prompts (a prompt gives the same state whatever it is
-        batched with: :meth:`~kokorozoo.tasks.base.Task.hidden_states` counts positions per row)."""
+        batched with: :meth:`~kokorozoo.tasks.base.Task.hidden_states` counts positions per row)
+        and, with ``features: statistics``, the dialogues' raw statistics [B, 8]."""
         hidden = self.last_token_states(prompt["input_ids"], prompt["attention_mask"]).float()
+        if self.reads_statistics:
+            if statistics is None:
+                raise ValueError("features: statistics needs the dialogues' statistics (batch['statistics'])")
+            standardised = (statistics.float().log1p() - self.statistics_mean) / self.statistics_scale
+            hidden = torch.cat([hidden, standardised.to(hidden.device)], -1)
         return self.heads(self.dropout(hidden)).view(-1, NUM_ITEMS, NUM_LEVELS)
 
     def loss(self, batch: dict) -> tuple[Tensor, Tensor]:
@@ -287,28 +362,43 @@ class ScoreHeadsTask(_ScoreTask):
 
     def _loss_and_logits(self, batch: dict) -> tuple[Tensor, Tensor, Tensor]:
         """Mean cross-entropy over the 20 items of every dialogue, weighted by dialogues."""
-        logits = self.item_logits(batch["prompt"])
+        logits = self.item_logits(batch["prompt"], batch.get("statistics"))
         loss = F.cross_entropy(logits.flatten(0, 1), batch["scores"].flatten())
         return loss, torch.tensor(logits.shape[0]), logits
 
     def infer(self, batch: dict) -> tuple[Tensor, list[dict]]:
         """The argmax per item, and each item's distribution over the six levels (in the rows, so
         every rule can be applied to what was written)."""
-        probs = self.item_logits(batch["prompt"]).float().softmax(-1)
+        probs = self.item_logits(batch["prompt"], batch.get("statistics")).float().softmax(-1)
         return probs.argmax(-1).float(), [{"distribution": p.tolist()} for p in probs.cpu()]
 
-    # -- export and reload ------------------------------------------------------------------------
+    # -- checkpoints, export and reload -------------------------------------------------------------
+
+    #: The statistics' standardisation: not trained, but part of what the heads read.
+    STATISTICS_BUFFERS = ("statistics_mean", "statistics_scale")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Adapter-only checkpoints keep trained tensors; the standardisation goes with them."""
+        full = checkpoint["state_dict"]
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["state_dict"].update({k: full[k] for k in self.STATISTICS_BUFFERS if k in full})
 
     def export_extras(self, out: Path) -> dict:
-        """The heads, as safetensors beside the adapter."""
+        """The heads (and the statistics' standardisation), as safetensors beside the adapter."""
         from safetensors.torch import save_file
 
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.heads.state_dict().items()}, out / HEADS_FILE)
+        tensors = dict(self.heads.state_dict())
+        if self.reads_statistics:
+            tensors.update({k: getattr(self, k) for k in self.STATISTICS_BUFFERS})
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, out / HEADS_FILE)
+        reads = "the final hidden state of the prompt's last token"
+        if self.reads_statistics:
+            reads += f", then (log1p(statistics) - statistics_mean) / statistics_scale of {', '.join(STATISTICS)}"
         return {
             "heads": {
                 "file": HEADS_FILE,
-                "reads": "the final hidden state of the prompt's last token",
-                "logits": f"weight @ hidden + bias, viewed as [{NUM_ITEMS} items, {NUM_LEVELS} levels 0-{ITEM_MAX}]",
+                "reads": reads,
+                "logits": f"weight @ inputs + bias, viewed as [{NUM_ITEMS} items, {NUM_LEVELS} levels 0-{ITEM_MAX}]",
                 "items": list(ITEM_NAMES),
             }
         }
@@ -316,4 +406,8 @@ class ScoreHeadsTask(_ScoreTask):
     def load_export_extras(self, folder: Path, info: dict) -> None:
         from safetensors.torch import load_file
 
-        self.heads.load_state_dict(load_file(folder / info["heads"]["file"]))
+        tensors = load_file(folder / info["heads"]["file"])
+        for name in self.STATISTICS_BUFFERS:
+            if name in tensors:
+                getattr(self, name).copy_(tensors.pop(name))
+        self.heads.load_state_dict(tensors)

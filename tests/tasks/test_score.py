@@ -17,7 +17,8 @@ from kokorozoo.data import ITEM_NAMES
 from kokorozoo.data.datamodules import ScoreDataModule
 from kokorozoo.tasks import ScoreHeadsTask, ScoreTask
 from kokorozoo.tasks.response import token_losses
-from kokorozoo.data.score_format import format_scores, parse_scores
+from kokorozoo.data.score_format import answer_form, format_scores, parse_scores
+from kokorozoo.errors import UsageError
 from kokorozoo.tasks.score import HEADS_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,15 +150,116 @@ def check_outputs(version, task_name):
 SUMMARY = ("test_acc", "test_acc_soft", "test_mae", "test_invalid", "baseline_acc", "baseline_acc_soft", "baseline_mae")
 
 
-def test_score_task_end_to_end(fit_args, tmp_path, capsys):
-    """Generation is cut to 8 tokens: every answer is partial, so the invalid path is exercised."""
-    assert main(fit_args("score.yaml", tmp_path, "--model.init_args.max_new_tokens=8")) == 0
-    out = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def text_fit(fit_args, tmp_path_factory):
+    """A short text-variant fit; generation is cut to 8 tokens, so every answer is partial and the
+    invalid path is exercised. Returns the run folder and what the fit printed."""
+    root = tmp_path_factory.mktemp("text")
+    out = subprocess.run([sys.executable, "-m", "kokorozoo.cli", *fit_args("score.yaml", root,
+                          "--model.init_args.max_new_tokens=8")], capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    return root, out.stdout
+
+
+def test_score_task_end_to_end(text_fit):
+    root, out = text_fit
     assert "(val_acc = " in out  # the best checkpoint is chosen by validation ACC
     assert all(name in out for name in SUMMARY)  # the final table
-    report, rows = check_outputs(run_dir(tmp_path), "score")
+    report, rows = check_outputs(run_dir(root), "score")
     assert all(isinstance(r["generation"], str) for r in rows)
     assert report["metrics"]["invalid"] > 0
+    assert report["rules"]["metrics"] == "the parsed greedy answer"
+
+
+def test_constrained_scoring_of_a_greedy_trained_checkpoint(text_fit, fit_args, tmp_path, capsys):
+    """The user's ``scoring`` wins over the checkpoint's: the same model read without generating
+    has no invalid item and a distribution per item, under each metric's rule too."""
+    root, _ = text_fit
+    best = next((run_dir(root) / "checkpoints").glob("best-*.ckpt"))
+    args = fit_args("score.yaml", tmp_path, "--model.init_args.scoring=constrained",
+                    f"--model.init_args.output_dir={tmp_path / 'constrained'}", f"--ckpt_path={best}")  # fmt: skip
+    args[0] = "test"
+    assert main([a for a in args if not a.startswith(("--trainer.max_steps", "--trainer.val_check"))]) == 0
+    assert "by_rule_acc" in capsys.readouterr().out
+    report = json.loads((tmp_path / "constrained" / "metrics.json").read_text())
+    rows = [json.loads(line) for line in (tmp_path / "constrained" / "predictions.jsonl").read_text().splitlines()]
+    assert report["metrics"]["invalid"] == 0 and report["rules"]["metrics"].startswith("argmax of the six digits")
+    assert set(report["by_rule"]) == {"acc", "acc_soft", "mae"}
+    probs = torch.tensor([r["distribution"] for r in rows])
+    assert probs.shape == (3, 20, 6)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(3, 20))
+    assert [r["predicted"] for r in rows] == probs.argmax(-1).tolist()
+
+
+def test_answer_form_finds_each_value_token(tiny_tokenizer, score_batch):
+    form = answer_form(tiny_tokenizer, GOLD)
+    assert len(form.value_positions) == 20 and len(set(form.level_ids)) == 6
+    assert tiny_tokenizer.convert_ids_to_tokens(form.level_ids) == list("012345")
+    assert [form.ids[p] for p in form.value_positions] == [form.level_ids[v] for v in GOLD]
+    assert tiny_tokenizer.decode(form.ids) == format_scores(GOLD)
+    dm, _ = score_batch  # in context, the training answer is exactly the form with the gold values
+    sample = dm.samples("test")[0]
+    gold_form = answer_form(tiny_tokenizer, sample.scores).ids
+    assert sample.input_ids[sample.prompt_length : sample.prompt_length + len(gold_form)] == gold_form
+
+
+def test_answer_form_refuses_a_tokenizer_that_merges_values():
+    def merging(text, add_special_tokens):  # "D1: 3\n" as one token per line, value included
+        return {"input_ids": [hash(line) % 1000 for line in text.splitlines()]}
+
+    with pytest.raises(UsageError, match="scoring: greedy"):
+        answer_form(merging, GOLD)
+
+
+def test_constrained_distribution_is_the_lm_heads_over_the_six_digits(small_tiny, score_batch, tiny_tokenizer):
+    """One forward over prompt + answer form equals the full LM's logits at the value positions,
+    restricted to the six digits and normalised; left padding changes nothing."""
+    task = ScoreTask(tiny=small_tiny, quantization="none", compute_dtype="float32", scoring="constrained")
+    task.configure_model()
+    task.eval()
+    dm, batch = score_batch
+    fill = [int(v) for v in torch.randint(0, 6, (20,), generator=torch.Generator().manual_seed(0))]
+    task._form = form = answer_form(tiny_tokenizer, fill)
+    together = task.answer_distribution(batch["prompt"])
+    for row, sample in enumerate(dm.samples("test")):
+        ids = torch.tensor([sample.prompt_ids + form.ids])
+        with torch.no_grad():
+            logits = task.model(input_ids=ids).logits[0]
+        at = torch.tensor(form.value_positions) + sample.prompt_length - 1
+        expected = logits[at][:, form.level_ids].softmax(-1)
+        torch.testing.assert_close(together[row], expected, atol=1e-4, rtol=1e-4)
+    predicted, rows = task.infer(batch)
+    assert torch.equal(predicted, together.argmax(-1).float()) and len(rows[0]["distribution"]) == 20
+
+
+def test_scoring_and_features_refuse_unknown_values():
+    with pytest.raises(UsageError, match="scoring"):
+        ScoreTask(scoring="beam")
+    with pytest.raises(UsageError, match="features"):
+        ScoreHeadsTask(features="topics")
+
+
+def test_heads_read_standardised_statistics(small_tiny, score_batch):
+    """With ``features: statistics`` the heads read [hidden, (log1p(stats) - mean) / scale], the
+    standardisation fitted on the training part."""
+    task = ScoreHeadsTask(tiny=small_tiny, quantization="none", compute_dtype="float32", features="statistics")
+    task.configure_model()
+    task.eval()
+    dm, batch = score_batch
+    train = dm.train_statistics()
+    assert train.shape == (len(dm.make_split(dm.data.dialogues).train), 8)
+    task._standardise_on(train)
+    torch.testing.assert_close(task.statistics_mean, train.log1p().mean(0))
+    torch.nn.init.normal_(task.heads.weight, std=1.0)
+    with torch.no_grad():
+        hidden = task.last_token_states(batch["prompt"]["input_ids"], batch["prompt"]["attention_mask"])
+        stats = (batch["statistics"].log1p() - task.statistics_mean) / task.statistics_scale
+        expected = task.heads(torch.cat([hidden, stats], -1)).view(-1, 20, 6)
+        torch.testing.assert_close(task.item_logits(batch["prompt"], batch["statistics"]), expected)
+        changed = task.item_logits(batch["prompt"], batch["statistics"] * 2)
+    assert not torch.allclose(changed, expected)  # the statistics are read
+    with pytest.raises(ValueError, match="statistics"):
+        task.item_logits(batch["prompt"])
 
 
 @pytest.fixture(scope="module")
@@ -185,22 +287,36 @@ dm = ScoreDataModule(max_length=768, limit_test=3, eval_batch_size=3)
 dm.connect(task.tokenizer)
 dm.setup("test")
 with torch.no_grad():
-    print(json.dumps(task.item_logits(next(iter(dm.test_dataloader()))["prompt"]).tolist()))
+    batch = next(iter(dm.test_dataloader()))
+    print(json.dumps(task.item_logits(batch["prompt"], batch["statistics"]).tolist()))
 """
 
 
-def test_heads_export_reload_in_a_fresh_process_predicts_the_same(heads_fit, score_batch, tmp_path):
+@pytest.fixture(scope="module")
+def statistics_heads_fit(fit_args, tmp_path_factory):
+    root = tmp_path_factory.mktemp("heads-statistics")
+    assert main(fit_args("score_heads.yaml", root, "--model.init_args.features=statistics")) == 0
+    return root
+
+
+@pytest.mark.parametrize("features", ["none", "statistics"])
+def test_heads_export_reload_in_a_fresh_process_predicts_the_same(features, request, score_batch, tmp_path):
     from kokorozoo.tasks.base import load_task
 
-    ckpt = next((run_dir(heads_fit) / "checkpoints").glob("best-*.ckpt"))
+    fit = request.getfixturevalue("heads_fit" if features == "none" else "statistics_heads_fit")
+    ckpt = next((run_dir(fit) / "checkpoints").glob("best-*.ckpt"))
     out = tmp_path / "export"
     assert main(["export", str(ckpt), str(out)]) == 0
     assert (out / "adapter_model.safetensors").exists() and (out / HEADS_FILE).exists()
     assert json.loads((out / "kokorozoo.json").read_text())["heads"]["file"] == HEADS_FILE
 
     task = load_task(ckpt)
+    assert task.hparams.features == features
+    if features == "statistics":  # the standardisation travels in the checkpoint, not refitted
+        saved = torch.load(ckpt, weights_only=True)["state_dict"]
+        assert torch.equal(saved["statistics_mean"], task.statistics_mean) and saved["statistics_mean"].abs().sum() > 0
     with torch.no_grad():
-        here = task.item_logits(score_batch[1]["prompt"])
+        here = task.item_logits(score_batch[1]["prompt"], score_batch[1]["statistics"])
     proc = subprocess.run(
         [sys.executable, "-c", RELOAD, str(out)], capture_output=True, text=True, check=True, cwd=ROOT
     )
@@ -228,13 +344,16 @@ def test_paper_configs_hold_the_papers_settings(variant, task, paper_config):
 # -- five seeds, mean ± std -----------------------------------------------------------------------
 
 
-def write_metrics(folder, seed, acc, acc_soft, mae, invalid=0):
+def write_metrics(folder, seed, acc, acc_soft, mae, invalid=0, split="random", **extra):
     folder.mkdir(parents=True)
     report = {
         "task": "score",
         "seed": seed,
+        "split": split,
         "metrics": {"acc": acc, "acc_soft": acc_soft, "mae": mae, "invalid": invalid},
         "baseline": {"acc": 34.4, "acc_soft": 77.4, "mae": 0.905, "modes": {}},
+        "classical": {"acc": 39.0 + seed, "acc_soft": 88.0, "mae": 0.74},
+        **extra,
     }
     (folder / "metrics.json").write_text(json.dumps(report))
 
@@ -248,10 +367,27 @@ def test_seeds_aggregate_mean_and_sample_std(tmp_path, capsys):
     assert summary["acc_soft"]["mean"] == pytest.approx(81.0) and summary["acc_soft"]["std"] == pytest.approx(1.0)
     assert summary["mae"]["mean"] == pytest.approx(0.81) and summary["invalid"]["mean"] == 1.0
     assert summary["baseline_acc"] == {"mean": pytest.approx(34.4), "std": 0.0, "n": 3}
+    assert summary["classical_acc"] == {"mean": 40.0, "std": 1.0, "n": 3} and "by_rule_acc" not in summary
     table = capsys.readouterr().out
     assert "35.00 ± 2.00" in table and "0.8100 ± 0.0100" in table and "base ACC" in table
+    assert table.startswith("split: random") and "classical ACC_soft" in table and "40.00 ± 1.00" in table
     csv_rows = (tmp_path / "summary" / "summary.csv").read_text().splitlines()
     assert csv_rows[0].startswith("seed,acc,acc_soft,mae") and csv_rows[-2].startswith("mean,35.0")
+    assert csv_rows[0].endswith("classical_acc,classical_acc_soft,classical_mae")
+
+
+def test_seeds_show_the_rule_figures_when_every_run_has_them(tmp_path, capsys):
+    rules = {"acc": 36.0, "acc_soft": 85.0, "mae": 0.8}
+    for seed in (0, 1):
+        write_metrics(tmp_path / f"seed_{seed}", seed, 35.0, 80.0, 0.9, by_rule=rules)
+    assert seeds.main(["--aggregate", str(tmp_path)]) == 0
+    assert "by rule ACC_soft" in capsys.readouterr().out
+    write_metrics(tmp_path / "seed_2", 2, 35.0, 80.0, 0.9)  # one run without: the column is left out
+    assert seeds.main(["--aggregate", str(tmp_path)]) == 0
+    assert "by rule" not in capsys.readouterr().out
+    write_metrics(tmp_path / "other" / "seed_0", 0, 35.0, 80.0, 0.9, split="client_disjoint")
+    assert seeds.main(["--aggregate", str(tmp_path)]) == 2
+    assert "different splits (client_disjoint, random)" in capsys.readouterr().err
 
 
 def test_seeds_run_passes_the_seed_to_fit_and_data(tmp_path):
