@@ -27,7 +27,8 @@ from kokorozoo.data.encoding import dialogue_windows, encode_dialogue, generatio
 from kokorozoo.data.kokorochat import DataError, Dialogue, KokoroChat, OnError, Role, load_kokorochat
 from kokorozoo.data.sampling import EpochSampler, ResumableBatchSampler
 from kokorozoo.data.score_format import SCORE_INSTRUCTION, format_scores
-from kokorozoo.data.splits import Split, response_split, score_split
+from kokorozoo.data.splits import RESPONSE_SPLITS, SCORE_SPLITS, Split, response_split, score_split
+from kokorozoo.data.stats import dialogue_statistics
 from kokorozoo.errors import UsageError
 from kokorozoo.progress import progress
 
@@ -245,6 +246,9 @@ class ResponseDataModule(KokoroChatDataModule):
         packing: training and validation batches without padding: a batch's samples in one row,
             attention kept inside each (:func:`~kokorozoo.data.batching.pack_samples`); the same
             loss as padded batches on fewer tokens.
+        split_kind: ``random`` (the paper's) or ``counselor_disjoint`` (the same test dialogues;
+            every dialogue of a test counselor is left out of train and validation, so the model
+            is tested on counselors it has never read); every report names it.
 
     Generation prompts are cut to ``max_length`` minus the task's ``max_new_tokens`` (given by
     ``connect``), so a generated turn always has room.
@@ -258,10 +262,13 @@ class ResponseDataModule(KokoroChatDataModule):
         system_prompt: str | None = None,
         test_turns: int | None = None,
         packing: bool = False,
+        split_kind: Literal["random", "counselor_disjoint"] = "random",
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.packing = packing
+        _check_split_kind(split_kind, RESPONSE_SPLITS)
+        self.split_kind = split_kind
         if subset not in ("low", "high", "full"):
             raise ValueError(f"subset must be low, high or full, got {subset!r}")
         if mode not in ("dialogue", "per_turn"):
@@ -272,7 +279,7 @@ class ResponseDataModule(KokoroChatDataModule):
         self.role = role
 
     def make_split(self, dialogues: Sequence[Dialogue]) -> Split:
-        return response_split(dialogues, self.subset, self.seed)
+        return response_split(dialogues, self.subset, self.seed, self.split_kind)
 
     def prompt_settings(self) -> dict[str, Any]:
         return {**super().prompt_settings(), "role": self.role, "system_prompt": self.system_prompt}
@@ -313,6 +320,11 @@ class ResponseDataModule(KokoroChatDataModule):
         return batch_samples(samples, self._require_tokenizer().pad_token_id, self.packing)
 
 
+def _check_split_kind(kind: str, kinds: tuple[str, ...]) -> None:
+    if kind not in kinds:
+        raise UsageError(f"data.init_args.split_kind must be one of {', '.join(kinds)}; got {kind!r}")
+
+
 # ---------------------------------------------------------------------------------------------
 # Score prediction
 
@@ -327,6 +339,8 @@ class ScoreSample:
     labels: list[int]
     prompt_length: int
     scores: list[int]
+    #: The dialogue's :data:`~kokorozoo.data.stats.STATISTICS`, for heads that read them.
+    statistics: tuple[float, ...] = ()
 
     @property
     def prompt_ids(self) -> list[int]:
@@ -337,11 +351,12 @@ def collate_scores(samples: Sequence[ScoreSample], pad_id: int, packing: bool = 
     """A batch for either score task: ``input_ids``/``labels``/``attention_mask`` right-padded, or
     ``input_ids``/``labels``/``position_ids`` packed (prompt + answer, for the answer's loss),
     ``prompt`` left-padded (for generation and for the heads, which read the last position), the
-    gold ``scores`` [B, 20] and the ``dialogue_ids``."""
+    gold ``scores`` [B, 20], the dialogues' ``statistics`` [B, 8] and the ``dialogue_ids``."""
     batch = batch_samples([(s.input_ids, s.labels) for s in samples], pad_id, packing)
     prompt_ids, prompt_attention = pad_ids([s.prompt_ids for s in samples], pad_id, left=True)
     batch["prompt"] = {"input_ids": prompt_ids, "attention_mask": prompt_attention}
     batch["scores"] = torch.tensor([s.scores for s in samples], dtype=torch.long)
+    batch["statistics"] = torch.tensor([s.statistics for s in samples], dtype=torch.float32).reshape(len(samples), -1)
     batch["dialogue_ids"] = [s.dialogue_id for s in samples]
     return batch
 
@@ -373,6 +388,7 @@ class ScoreDataModule(KokoroChatDataModule):
                  packing: bool = False, split_kind: Literal["random", "client_disjoint"] = "random", **kwargs):
         super().__init__(**kwargs)
         self.instruction, self.system_prompt, self.packing = instruction, system_prompt, packing
+        _check_split_kind(split_kind, SCORE_SPLITS)
         self.split_kind = split_kind
 
     def make_split(self, dialogues: Sequence[Dialogue]) -> Split:
@@ -396,13 +412,20 @@ class ScoreDataModule(KokoroChatDataModule):
             )
         ids, labels = encoded.clipped(encoded.ends[answer], self.max_length, [answer])
         answer_length = encoded.ends[answer] - encoded.content_starts[answer]
-        return ScoreSample(dialogue.id, ids, labels, len(ids) - answer_length, list(dialogue.feedback.items))
+        return ScoreSample(dialogue.id, ids, labels, len(ids) - answer_length, list(dialogue.feedback.items),
+                           dialogue_statistics(dialogue))
 
     def train_scores(self) -> torch.Tensor:
         """The gold scores of the whole training part of this seed's split (never cut by
         ``limit_train``), LongTensor[N, 20]: what the constant per-item-mode baseline is fit on."""
         train = self.make_split(self.data.dialogues).train
         return torch.tensor([d.feedback.items for d in train], dtype=torch.long)
+
+    def train_statistics(self) -> torch.Tensor:
+        """The :data:`~kokorozoo.data.stats.STATISTICS` of the whole training part, [N, 8]: what
+        heads reading them are standardised on."""
+        train = self.make_split(self.data.dialogues).train
+        return torch.tensor([dialogue_statistics(d) for d in train], dtype=torch.float32)
 
     def collate(self, samples: Sequence[ScoreSample], part: Part) -> dict:
         return collate_scores(samples, self._require_tokenizer().pad_token_id, self.packing)

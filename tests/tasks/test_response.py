@@ -160,3 +160,17 @@ def test_paper_configs_hold_the_papers_settings(subset, paper_config):
     assert (data["subset"], data["batch_size"] * micro_batches, data["max_length"]) == (subset, 8, 4096)
     assert (trainer["max_epochs"], trainer["val_check_interval"]) == (5, 400 * micro_batches)
     assert cfg["model"]["class_path"].endswith("ResponseTask")
+
+
+def test_counselor_disjoint_split_keeps_test_counselors_out_of_training(kokorochat):
+    from kokorozoo.data.datamodules import ResponseDataModule
+    from kokorozoo.errors import UsageError
+
+    random_split = ResponseDataModule(subset="high").make_split(kokorochat.dialogues)
+    split = ResponseDataModule(subset="high", split_kind="counselor_disjoint").make_split(kokorochat.dialogues)
+    counselors = {part: {d.feedback.counselor_id for d in getattr(split, part)} for part in ("train", "val", "test")}
+    assert split.test == random_split.test  # the paper's test dialogues either way
+    assert not counselors["test"] & (counselors["train"] | counselors["val"]) and not counselors["train"] & counselors["val"]
+    assert counselors["test"] & {d.feedback.counselor_id for d in random_split.train}  # which the random split mixes
+    with pytest.raises(UsageError, match="split_kind must be one of random, counselor_disjoint"):
+        ResponseDataModule(split_kind="client_disjoint")
