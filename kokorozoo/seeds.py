@@ -1,6 +1,8 @@
 """Run a score-prediction config once per seed and report mean ± std, as the paper's Table 5 does
 (five seeds; the test tenth is the same for all, the seed draws train/validation and initializes
-the adapters), with the constant per-item-mode baseline beside the model.
+the adapters), with the constant per-item-mode baseline and the non-neural baseline (``classical``,
+each metric under its rule) beside the model, and the model's figures under each metric's rule
+(``by_rule``) when it gives distributions (score heads, constrained text scoring).
 
 Run five seeds, then aggregate (anything after ``--`` goes to every ``kokorozoo fit``)::
 
@@ -29,10 +31,19 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-#: The columns of a summary: the model's test metrics, then the baseline's.
-COLUMNS = ("acc", "acc_soft", "mae", "invalid", "baseline_acc", "baseline_acc_soft", "baseline_mae")
-HEADERS = ("ACC", "ACC_soft", "MAE", "invalid", "base ACC", "base ACC_soft", "base MAE")
+METRICS = ("acc", "acc_soft", "mae")
+#: The columns of a summary: the model's test metrics, then the mode baseline's; then, for the runs
+#: whose metrics.json has them, the non-neural baseline's and the model's under each metric's rule.
+COLUMNS = ("acc", "acc_soft", "mae", "invalid", *(f"baseline_{m}" for m in METRICS))
+OPTIONAL = ("by_rule", "classical")
+HEADERS = {"acc": "ACC", "acc_soft": "ACC_soft", "mae": "MAE", "invalid": "invalid"}
+PREFIXES = {"": "", "baseline_": "base ", "classical_": "classical ", "by_rule_": "by rule "}
 PAPER_SEEDS = (0, 1, 2, 3, 4)
+
+
+def header(column: str) -> str:
+    prefix = next(p for p in sorted(PREFIXES, key=len, reverse=True) if column.startswith(p))
+    return PREFIXES[prefix] + HEADERS[column[len(prefix):]]
 
 
 def find_metrics(paths: Iterable[str | Path]) -> list[Path]:
@@ -54,26 +65,36 @@ def run_row(path: Path) -> dict:
     try:
         model, baseline = report["metrics"], report["baseline"]
         row = {k: model[k] for k in ("acc", "acc_soft", "mae", "invalid")}
-        row.update({f"baseline_{k}": baseline[k] for k in ("acc", "acc_soft", "mae")})
+        row.update({f"baseline_{k}": baseline[k] for k in METRICS})
+        for name in OPTIONAL:
+            if name in report:
+                row.update({f"{name}_{k}": report[name][k] for k in METRICS})
     except (KeyError, TypeError):
         raise ValueError(f"{path}: not a score-prediction metrics.json") from None
-    return {"run": str(path), "task": report.get("task"), "seed": report.get("seed"), **row}
+    return {"run": str(path), "task": report.get("task"), "seed": report.get("seed"), "split": report.get("split"),
+            **row}
 
 
 def aggregate(paths: Sequence[Path]) -> dict:
-    """Per-run rows and, per column, mean, sample std (0 for one run) and n."""
+    """Per-run rows and, per column, mean, sample std (0 for one run) and n; ``columns`` lists the
+    summarised ones (:data:`COLUMNS`, then the optional ones every run has)."""
     if not paths:
         raise ValueError("no metrics.json to aggregate")
     rows = [run_row(p) for p in paths]
     tasks = sorted({str(r["task"]) for r in rows})
     if len(tasks) > 1:
         raise ValueError(f"the runs are of different tasks ({', '.join(tasks)}): aggregate one task at a time")
+    splits = sorted({str(r["split"]) for r in rows})
+    if len(splits) > 1:
+        raise ValueError(f"the runs are on different splits ({', '.join(splits)}): aggregate one split at a time")
+    optional = [f"{name}_{m}" for name in OPTIONAL for m in METRICS]
+    columns = [*COLUMNS, *(c for c in optional if all(c in r for r in rows))]
     summary = {}
-    for column in COLUMNS:
+    for column in columns:
         values = [float(r[column]) for r in rows]
         std = statistics.stdev(values) if len(values) > 1 else 0.0
         summary[column] = {"mean": statistics.fmean(values), "std": std, "n": len(values)}
-    return {"runs": rows, "summary": summary}
+    return {"runs": rows, "columns": columns, "split": rows[0]["split"], "summary": summary}
 
 
 def _number(column: str, value: float) -> str:
@@ -81,16 +102,18 @@ def _number(column: str, value: float) -> str:
 
 
 def format_table(result: dict) -> str:
-    """The runs and their mean ± std as a fixed-width table (ACC in %, MAE on the 0-5 scale)."""
-    summary = result["summary"]
-    cells = [["seed", *HEADERS]]
+    """The runs and their mean ± std as a fixed-width table (ACC in %, MAE on the 0-5 scale), one
+    row a run and a column a figure, headed by the split."""
+    summary, columns = result["summary"], result["columns"]
+    cells = [["seed", *map(header, columns)]]
     for row in result["runs"]:
-        cells.append([str(row["seed"]), *(_number(c, row[c]) for c in COLUMNS)])
+        cells.append([str(row["seed"]), *(_number(c, row[c]) for c in columns)])
     cells.append(
-        ["mean ± std", *(f"{_number(c, summary[c]['mean'])} ± {_number(c, summary[c]['std'])}" for c in COLUMNS)]
+        ["mean ± std", *(f"{_number(c, summary[c]['mean'])} ± {_number(c, summary[c]['std'])}" for c in columns)]
     )
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
-    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in cells)
+    table = "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in cells)
+    return f"split: {result['split']}\n{table}"
 
 
 def write_summary(result: dict, out: Path) -> None:
@@ -98,11 +121,12 @@ def write_summary(result: dict, out: Path) -> None:
     (out / "summary.json").write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     with open(out / "summary.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["seed", *COLUMNS])
+        columns = result["columns"]
+        writer.writerow(["seed", *columns])
         for row in result["runs"]:
-            writer.writerow([row["seed"], *(row[c] for c in COLUMNS)])
+            writer.writerow([row["seed"], *(row[c] for c in columns)])
         for stat in ("mean", "std"):
-            writer.writerow([stat, *(result["summary"][c][stat] for c in COLUMNS)])
+            writer.writerow([stat, *(result["summary"][c][stat] for c in columns)])
 
 
 def fit_command(config: str, seed: int, out: Path, extra: Sequence[str]) -> list[str]:
@@ -123,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m kokorozoo.seeds",
         description="Fit a score-prediction config once per seed, then print and save mean ± std of ACC, "
-        "ACC_soft and MAE with the constant baseline beside them. Options after -- go to every kokorozoo fit.",
+        "ACC_soft and MAE with the per-item-mode and non-neural baselines beside them. Options after -- go to every kokorozoo fit.",
     )
     parser.add_argument("--config", help="the config to fit (e.g. configs/paper/score.yaml)")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(PAPER_SEEDS), help="default: 0 1 2 3 4")
