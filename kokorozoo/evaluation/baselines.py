@@ -171,6 +171,8 @@ class _TextProjection:
         self.scale = np.maximum(singular / math.sqrt(len(train_rows)), 1e-12)
 
     def _tfidf(self, counts: sparse.csr_matrix) -> np.ndarray:
+        if not counts.shape[0]:  # scikit-learn refuses to transform no rows (an empty validation part)
+            return np.zeros((0, len(self.columns)))
         return self.tfidf.transform(counts[:, self.columns]).toarray()
 
     def __call__(self, counts: sparse.csr_matrix) -> np.ndarray:
@@ -222,9 +224,11 @@ class ScoreBaseline:
 
     @staticmethod
     def _levels(model, x: np.ndarray) -> np.ndarray:
-        """[n, 6]: a level never seen in training gets probability 0, not a missing column."""
+        """[n, 6]: a level never seen in training gets probability 0, not a missing column (and
+        no rows for no inputs, which scikit-learn refuses)."""
         probs = np.zeros((len(x), NUM_LEVELS))
-        probs[:, model.classes_] = model.predict_proba(x)
+        if len(x):
+            probs[:, model.classes_] = model.predict_proba(x)
         return probs
 
     def predict_distribution(self, features: DialogueFeatures, dialogues: Sequence[Dialogue]) -> Tensor:
