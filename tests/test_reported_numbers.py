@@ -11,7 +11,9 @@ exported and reloaded in a fresh process, and the argmax of its item logits must
 written; a text answer must parse to what was written; a topic row's prediction must be the argmax
 of its probabilities. Figures agree to 1e-6.
 
-Sections of ``metrics.json`` this file does not know (more baselines, decision rules) are still
+The baselines are recomputed from what each row holds beside the model's output (the non-neural
+score baseline's distribution, the response baselines' texts). Sections of ``metrics.json`` this
+file does not know (more baselines, decision rules) are still
 held to what holds for any score section: values in range, and an overall value equal to the mean
 of its per-item values where metrics.json has them (every item is scored on the same dialogues).
 """
@@ -147,12 +149,19 @@ def check_score_run(version: Path, task: str, kokorochat) -> tuple[dict, list[di
     off = np.abs(modes - gold)
     assert (off == 1).any() and (off == 2).any()
 
+    # the non-neural baseline: each metric under its rule, from the distributions written
+    classical = np.array([r["classical_distribution"] for r in rows])
+    assert classical.shape == (len(rows), len(ITEM_NAMES), 6)
+    np.testing.assert_allclose(classical.sum(-1), 1.0, rtol=0, atol=1e-5)
+    assert report["rules"]["classical"] == OWN_RULE
+    assert_section(report, report["classical"], "classical_", reference_by_rule(gold, classical))
+
     check_other_sections(report)
     return report, rows
 
 
 #: Sections checked against references (here, or by_rule in the heads' test).
-KNOWN_SECTIONS = {"task", "seed", "dialogues", "metrics", "baseline", "per_item", "by_rule"}
+KNOWN_SECTIONS = {"task", "seed", "dialogues", "metrics", "baseline", "classical", "per_item", "by_rule"}
 
 
 def score_sections(obj, path=()):
@@ -254,6 +263,17 @@ def test_response_numbers_are_recomputed_from_the_generations(run, kokorochat):
     for key, value in expected.items():
         assert close(report["metrics"][key], value), (key, report["metrics"][key], value)
     assert expected["bleu1"] > 0 and expected["rouge1"] > 0 and 0 < expected["dist1"] < 100
+
+    # the baselines, from the texts written beside each generation
+    turns = {row["dialogue_id"]: dialogue_turns(by_id[row["dialogue_id"]]) for row in rows}
+    for row in rows:  # copying: the counselor turn before the target
+        before = [t.text for t in turns[row["dialogue_id"]][: row["turn_index"]] if t.role == "counselor"]
+        assert row["baselines"]["copy_previous"] == (before[-1] if before else "")
+    assert set(report["baselines"]) == {"copy_previous", "retrieval"}
+    for name, figures in report["baselines"].items():
+        expected = reference_text_metrics([r["baselines"][name] for r in rows], references, report["tokenize"])
+        for key, value in expected.items():
+            assert close(figures[key], value), (name, key, figures[key], value)
 
 
 # -- the topic plugin: accuracy, macro-F1, per-topic F1 and the majority baseline ------------------

@@ -86,7 +86,8 @@ class ResponseTask(Task):
 
     def test_report(self, rows: list[dict]) -> dict:
         """The model's figures beside two honest baselines scored the same way: the previous
-        counselor turn copied, and the reply to the most similar training client turn."""
+        counselor turn copied, and the reply to the most similar training client turn (each row
+        gets both texts, ``baselines``)."""
         values = {name: float(value) for name, value in self.test_metrics.compute().items()}
         self.test_metrics.reset()
         self.log_dict(values)
@@ -111,6 +112,8 @@ class ResponseTask(Task):
         by_id = {d.id: d for d in datamodule.data.dialogues}
         train = datamodule.make_split(datamodule.data.dialogues).train
         predicted = response_baselines(train, [(by_id[r["dialogue_id"]], r["turn_index"]) for r in rows])
+        for i, row in enumerate(rows):  # written beside the generation, so the figures can be checked
+            row["baselines"] = {name: texts[i] for name, texts in predicted.items()}
         figures = {}
         for name, texts in predicted.items():
             # every process holds all the gathered rows: no sync, or they would count twice

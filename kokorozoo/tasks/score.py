@@ -142,14 +142,18 @@ class _ScoreTask(Task):
     def test_report(self, rows: list[dict]) -> dict:
         """The model beside the per-item mode (``baseline``) and the non-neural baseline
         (``classical``: each metric under its own rule), overall and per item; for a model that
-        gives distributions, ``by_rule`` too. ``rules`` names the rule behind each figure."""
+        gives distributions, ``by_rule`` too. ``rules`` names the rule behind each figure. Each
+        row gets the non-neural baseline's distribution (``classical_distribution``)."""
         model, baseline = summary(self.test_metrics), summary(self.baseline_metrics)
         columns = {k: self.test_metrics[k].per_item().tolist() for k in METRICS}
         columns.update({f"baseline_{k}": self.baseline_metrics[k].per_item().tolist() for k in METRICS})
         self.test_metrics.reset()
         self.baseline_metrics.reset()
         gold = torch.tensor([r["gold"] for r in rows], dtype=torch.long)
-        classical = by_rule_figures(self._classical_distribution(rows), gold)
+        classical_probs = self._classical_distribution(rows)
+        for row, probs in zip(rows, classical_probs.tolist()):  # written, so its figures can be checked
+            row["classical_distribution"] = probs
+        classical = by_rule_figures(classical_probs, gold)
         columns.update({f"classical_{k}": v for k, v in classical.pop("per_item").items()})
         report = {
             "task": self.task_name,
