@@ -438,3 +438,15 @@ def test_heads_that_learned_nothing_predict_each_items_mode(small_tiny, score_ba
     assert torch.equal(predicted, item_modes(train_scores).float().expand_as(predicted))
     frequencies = torch.nn.functional.one_hot(train_scores, 6).float().mean(0)
     torch.testing.assert_close(torch.tensor(rows[0]["distribution"]), frequencies, atol=1e-3, rtol=0)
+
+
+def test_a_checkpoint_keeps_its_reading_settings_unless_the_user_gives_other_ones():
+    from jsonargparse import Namespace
+
+    from kokorozoo.lightning_cli import _reading_settings
+
+    path = "kokorozoo.tasks.score.ScoreTask"
+    defaults = Namespace(scoring="greedy", max_new_tokens=160, lr=1e-3, output_dir=None)
+    assert _reading_settings(path, defaults) == {"output_dir": None}  # the checkpoint's values stay
+    given = Namespace(scoring="constrained", max_new_tokens=8, lr=5e-3, output_dir="out")
+    assert _reading_settings(path, given) == {"output_dir": "out", "scoring": "constrained", "max_new_tokens": 8}
