@@ -488,7 +488,8 @@ def test_evaluate_score_baseline_by_hand(monkeypatch):
         }
     runs = result["runs"]
     assert runs[0]["acc"] != runs[1]["acc"] and runs[0]["mae"] != runs[1]["mae"]
-    for key, pick in (("mean", lambda r: r), ("argmax", lambda r: r["argmax"]), ("mode_baseline", lambda r: r["mode_baseline"])):  # fmt: skip
+    picks = {"mean": lambda r: r, "argmax": lambda r: r["argmax"], "mode_baseline": lambda r: r["mode_baseline"]}
+    for key, pick in picks.items():
         stats = result[key] if key != "mean" else {"mean": result["mean"], "std": result["std"]}
         for metric in ("acc", "acc_soft", "mae"):
             values = [pick(run)[metric] for run in runs]
@@ -553,7 +554,8 @@ def test_evaluate_score_baseline_defaults(stub):
         part = score_split(data, seed)
         assert model.fitted[:2] == ([d.id for d in part.train], [d.id for d in part.val])
         assert model.predicted == [d.id for d in part.test] and run["chosen_c"] == ["stub"]
-        assert model.fitted[2].counts["client"].shape == char_ngram_counts([role_text(d, "client") for d in data], 4).shape
+        client_counts = char_ngram_counts([role_text(d, "client") for d in data], 4)  # the default max_n
+        assert model.fitted[2].counts["client"].shape == client_counts.shape
 
 
 def test_evaluate_score_baseline_client_disjoint(stub):
