@@ -242,7 +242,7 @@ class ScoreTask(_ScoreTask):
         super().__init__(**kwargs)
         if scoring not in SCORINGS:
             raise UsageError(f"model.init_args.scoring must be one of {', '.join(SCORINGS)}; got {scoring!r}")
-        self.rule = SCORINGS[scoring]
+        self.scoring, self.rule = scoring, SCORINGS[scoring]
         self._form: AnswerForm | None = None
 
     @torch.no_grad()
@@ -258,7 +258,7 @@ class ScoreTask(_ScoreTask):
         return total / count.clamp(min=1), count
 
     def infer(self, batch: dict) -> tuple[Tensor, list[dict]]:
-        if self.hparams.scoring == "constrained":
+        if self.scoring == "constrained":
             probs = self.answer_distribution(batch["prompt"])
             return probs.argmax(-1).float(), [{"distribution": p.tolist()} for p in probs.cpu()]
         texts = self.generate(batch["prompt"])

@@ -56,8 +56,8 @@ SCOPE: tuple[str, ...] = (
               "update_test_metrics", "test_report", "_baseline_modes", "_classical_distribution"),
     "kokorozoo.tasks.score.x_summary__mutmut_*",
     "kokorozoo.tasks.score.x_by_rule_figures__mutmut_*",
-    *_methods("tasks.score", "ScoreTask", "infer"),
-    *_methods("tasks.score", "ScoreHeadsTask", "item_logits", "infer"),
+    *_methods("tasks.score", "ScoreTask", "__init__", "infer", "answer_distribution", "answer_form"),
+    *_methods("tasks.score", "ScoreHeadsTask", "item_logits", "infer", "_standardise_on"),
     *_methods("tasks.response", "ResponseTask", "__init__", "infer", "prediction_rows", "update_test_metrics",
               "test_report", "_baseline_figures"),
 )  # fmt: skip

@@ -4,6 +4,7 @@ configs, and the five-seed aggregation."""
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -203,12 +204,37 @@ def test_answer_form_finds_each_value_token(tiny_tokenizer, score_batch):
     assert sample.input_ids[sample.prompt_length : sample.prompt_length + len(gold_form)] == gold_form
 
 
-def test_answer_form_refuses_a_tokenizer_that_merges_values():
-    def merging(text, add_special_tokens):  # "D1: 3\n" as one token per line, value included
-        return {"input_ids": [hash(line) % 1000 for line in text.splitlines()]}
+def char_tokenizer(merge=None):
+    """One token a character; ``merge(text)`` may first rewrite the text (``\x00`` .. stand for
+    merged tokens)."""
 
+    def tokenize(text, add_special_tokens=False):
+        return {"input_ids": [ord(c) for c in (merge(text) if merge else text)]}
+
+    return tokenize
+
+
+def test_answer_form_of_a_character_tokenizer():
+    text = format_scores(GOLD)
+    form = answer_form(char_tokenizer(), GOLD)
+    assert form.ids == [ord(c) for c in text] and form.level_ids == [ord(str(v)) for v in range(6)]
+    starts = [i for i, c in enumerate(text) if c == "D"]
+    assert form.value_positions == [text.index(" ", start) + 1 for start in starts]
+
+
+@pytest.mark.parametrize(
+    "merge",
+    [
+        lambda t: t.replace("3\n", "\x01"),  # a value merged with the line's end: lengths differ
+        lambda t: t.replace(": 5", ":\x05"),  # level 5 merged with its space: 20 positions, but not one token a level
+        lambda t: t.replace("D1: 4", "D1: \x04"),  # level 4 is another token in item 1 than elsewhere
+        lambda t: t.replace("3\nD2: 4", "\x03"),  # only GOLD's own answer merges: its tokens depend on the values
+        lambda t: re.sub(r"(\d+): (\d)", lambda m: chr(0x100 + 10 * int(m[1]) + int(m[2])), t),  # item+value, one token
+    ],
+)
+def test_answer_form_refuses_a_tokenizer_that_merges_values(merge):
     with pytest.raises(UsageError, match="scoring: greedy"):
-        answer_form(merging, GOLD)
+        answer_form(char_tokenizer(merge), GOLD)
 
 
 def test_constrained_distribution_is_the_lm_heads_over_the_six_digits(small_tiny, score_batch, tiny_tokenizer):

@@ -148,6 +148,7 @@ def check_score_report(report: dict, rows: list[dict], logged: dict, task_name: 
     check_sections(report, logged, [("metrics", "", "test", model), ("baseline", "baseline_", "baseline", baseline),
                                     ("classical", "classical_", "classical", classical)])  # fmt: skip
     assert report["rules"]["classical"] == OWN_RULE and report["rules"]["baseline"] == "the per-item mode"
+    np.testing.assert_allclose([r["classical_distribution"] for r in rows], CLASSICAL.numpy(), rtol=0, atol=1e-6)
     assert report["split"] == "random"
     invalid = int(np.isnan(pred).sum())
     assert report["metrics"]["invalid"] == invalid and logged["test_invalid"] == invalid
@@ -205,6 +206,80 @@ def test_heads_read_a_bfloat16_backbone_in_float32():
         assert torch.equal(task.item_logits(prompt), logits)  # no dropout at test time
         task.train()
         assert not torch.equal(task.item_logits(prompt), logits)  # dropout on the heads' input in training
+
+
+#: Raw dialogue statistics of the six test dialogues and of a training part (8 each).
+STATISTICS = torch.rand(6, 8, generator=torch.Generator().manual_seed(3)) * 1000
+TRAIN_STATISTICS = torch.rand(5, 8, generator=torch.Generator().manual_seed(4)) * 1000
+
+
+def test_heads_read_the_statistics_standardised_on_the_training_part():
+    model = tiny_llama()
+    task = ScoreHeadsTask(quantization="none", compute_dtype="float32", lora=None, features="statistics")
+    task.model = model
+    task.configure_heads(type("Backbone", (), {"model": model})())
+    assert task.heads.in_features == 16 + 8
+    task._standardise_on(TRAIN_STATISTICS)
+    logged = np.log1p(TRAIN_STATISTICS.numpy().astype(np.float64))
+    np.testing.assert_allclose(task.statistics_mean.numpy(), logged.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(task.statistics_scale.numpy(), logged.std(0), rtol=1e-4)  # population std
+    torch.nn.init.normal_(task.heads.weight, std=3.0)
+    samples = [ScoreSample(s.dialogue_id, s.input_ids, s.labels, s.prompt_length, s.scores, tuple(stats.tolist()))
+               for s, stats in zip(score_samples(), STATISTICS)]  # fmt: skip
+    batch = collate(samples)
+    torch.testing.assert_close(batch["statistics"], STATISTICS)
+    task.eval()
+    ids, mask = batch["prompt"]["input_ids"], batch["prompt"]["attention_mask"]
+    with torch.no_grad():
+        hidden = model.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
+        standardised = (np.log1p(STATISTICS.numpy().astype(np.float64)) - logged.mean(0)) / logged.std(0)
+        inputs = torch.cat([hidden.last_hidden_state[:, -1], torch.tensor(standardised, dtype=torch.float32)], -1)
+        expected = torch.nn.functional.linear(inputs, task.heads.weight, task.heads.bias).view(6, 20, 6)
+        torch.testing.assert_close(task.item_logits(batch["prompt"], batch["statistics"]), expected, atol=1e-4, rtol=1e-4)
+        predicted, rows = task.infer(batch)
+    assert predicted.tolist() == expected.argmax(-1).float().tolist()
+    np.testing.assert_allclose([r["distribution"] for r in rows], expected.softmax(-1).numpy(), rtol=0, atol=1e-5)
+
+
+class CharTokenizer:
+    """One token a character (ids 1..14), as the answer form needs: each digit its own token."""
+
+    VOCAB = {c: i + 1 for i, c in enumerate("D0123456789: \n")}
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [self.VOCAB[c] for c in text]}
+
+
+def test_constrained_test_path_reports_the_digits_distributions(tmp_path):
+    """One forward over each left-padded prompt and the answer form written with the training
+    modes; each item's distribution is the LM's softmax over the six digits at its value position."""
+    model = tiny_llama()
+    task = ScoreTask(quantization="none", compute_dtype="float32", lora=None, output_dir=str(tmp_path),
+                     scoring="constrained")  # fmt: skip
+    task.model, task._tokenizer = model, CharTokenizer()
+    samples = score_samples()
+    [logged] = trainer(tmp_path).test(task, datamodule=Data(samples, collate, TRAIN), verbose=False)
+    rows = read_jsonl(tmp_path / "predictions.jsonl")
+    report = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
+
+    answer = CharTokenizer()(format_scores(TRAIN_MODES))["input_ids"]  # the form, at the training modes
+    assert task.answer_form().ids == answer
+    values = [i for i, c in enumerate(format_scores(TRAIN_MODES)) if c.isdigit() and format_scores(TRAIN_MODES)[i - 1] == " "]
+    digits = [CharTokenizer.VOCAB[str(level)] for level in range(6)]
+    expected = []
+    with torch.no_grad():
+        for sample in samples:  # each prompt alone, unpadded
+            logits = model(input_ids=torch.tensor([sample.prompt_ids + answer])).logits[0]
+            at = torch.tensor(values) + sample.prompt_length - 1
+            expected.append(logits[at][:, digits].softmax(-1))
+    expected = torch.stack(expected)
+    distributions = np.array([r["distribution"] for r in rows])
+    np.testing.assert_allclose(distributions, expected.numpy(), rtol=0, atol=1e-5)
+    assert [r["predicted"] for r in rows] == expected.argmax(-1).tolist()
+    assert all("generation" not in r for r in rows) and report["metrics"]["invalid"] == 0
+    check_sections(report, logged, [("by_rule", "by_rule_", "by_rule", reference_by_rule(np.array(GOLD), distributions))])
+    assert report["rules"]["metrics"].startswith("argmax of the six digits") and report["rules"]["by_rule"] == OWN_RULE
+    check_score_report(report, rows, logged, "score")
 
 
 #: Text answers: whole and right, whole and off by one or two, cut short, unreadable, repeated
@@ -345,8 +420,9 @@ def test_response_test_path_reports_what_its_generations_score(tmp_path, tokeniz
     rows = read_jsonl(tmp_path / "generations.jsonl")
     assert rows == [
         {"dialogue_id": r.dialogue_id, "turn_index": r.turn_index, "history_turns": r.history_turns,
-         "reference": r.reference, "generation": g.strip()}
-        for r, (g, _) in zip(requests, PAIRS)
+         "reference": r.reference, "generation": g.strip(),
+         "baselines": {name: texts[i] for name, texts in RESPONSE_BASELINES.items()}}
+        for i, (r, (g, _)) in enumerate(zip(requests, PAIRS))
     ]  # fmt: skip
     report = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
     assert (report["task"], report["turns"], report["tokenize"]) == ("response", len(PAIRS), tokenize)
