@@ -354,7 +354,7 @@ class ScoreHeadsTask(_ScoreTask):
             if statistics is None:
                 raise ValueError("features: statistics needs the dialogues' statistics (batch['statistics'])")
             standardised = (statistics.float().log1p() - self.statistics_mean) / self.statistics_scale
-            hidden = torch.cat([hidden, standardised.to(hidden.device)], -1)
+            hidden = torch.cat([hidden, standardised], dim=1)
         return self.heads(self.dropout(hidden)).view(-1, NUM_ITEMS, NUM_LEVELS)
 
     def loss(self, batch: dict) -> tuple[Tensor, Tensor]:

@@ -571,3 +571,23 @@ def test_the_next_turn_prompt_is_the_training_dialogues_prompt(tokenizer, system
         for max_length in (4096, encoded.prefix + encoded.content_starts[t] - encoded.starts[t - 1], encoded.prefix + header):
             expected = generation_prompt(encoded, t, max_length)[0]
             assert next_turn_prompt(tokenizer, TURNS[:t], target, max_length, system_prompt) == expected
+
+
+def test_a_long_targets_window_also_takes_the_short_targets_after_it(tokenizer):
+    """A target longer than half a window gets the latest whole turns that fit the whole window,
+    and, like any window, every further target that ends inside it: not a window of its own."""
+    turns = [
+        Turn("counselor", "こんにちは。", 1),
+        Turn("client", "上司との関係がうまくいきません。毎日がつらいです。" * 3, 1),
+        Turn("counselor", "毎日つらい思いをされているのですね。お仕事のことで悩んでいらっしゃるのですね。" * 2, 1),
+        Turn("client", "はい。", 1),
+        Turn("counselor", "はい。", 1),
+    ]
+    encoded = encode_dialogue(tokenizer, turns)
+    long_target = encoded.ends[2] - encoded.starts[2]
+    max_length = encoded.prefix + long_target + (encoded.ends[4] - encoded.starts[3])  # room for turns 2-4
+    assert 2 * long_target > max_length - encoded.prefix  # turn 2 is longer than half a window
+    assert encoded.ends[2] - encoded.starts[1] > max_length - encoded.prefix  # turn 1 does not fit with it
+    [(ids, labels)] = dialogue_windows(encoded, max_length)
+    assert ids == encoded.ids[: encoded.prefix] + encoded.ids[encoded.starts[2] : encoded.ends[4]]
+    assert runs(tokenizer, labels) == [turns[2].text + EOT, turns[4].text + EOT]

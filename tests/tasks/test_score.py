@@ -204,12 +204,17 @@ def test_answer_form_finds_each_value_token(tiny_tokenizer, score_batch):
     assert sample.input_ids[sample.prompt_length : sample.prompt_length + len(gold_form)] == gold_form
 
 
-def char_tokenizer(merge=None):
-    """One token a character; ``merge(text)`` may first rewrite the text (``\x00`` .. stand for
-    merged tokens)."""
+BOS = 0x10FFFF
 
-    def tokenize(text, add_special_tokens=False):
-        return {"input_ids": [ord(c) for c in (merge(text) if merge else text)]}
+
+def char_tokenizer(merge=None):
+    """One token a character, after ``merge(text)`` may have rewritten the text (a character
+    outside the answer stands for a merged token); a BOS first unless asked for no special tokens,
+    as Hugging Face tokenizers do."""
+
+    def tokenize(text, add_special_tokens=True):
+        ids = [ord(c) for c in (merge(text) if merge else text)]
+        return {"input_ids": [BOS] * bool(add_special_tokens) + ids}
 
     return tokenize
 
@@ -222,19 +227,46 @@ def test_answer_form_of_a_character_tokenizer():
     assert form.value_positions == [text.index(" ", start) + 1 for start in starts]
 
 
+def test_answer_form_needs_only_the_six_levels_to_be_tokens_of_their_own():
+    """How a 6 or any other value would be tokenized does not matter: only 0-5 are written."""
+    form = answer_form(char_tokenizer(lambda t: t.replace(": 6", "\x06")), GOLD)
+    assert form.ids == [ord(c) for c in format_scores(GOLD)]
+
+
+def only_the_first_value(text):
+    """A tokenizer that loses every value but the first: the value positions are not 20."""
+    lines = text.splitlines()
+    return "\n".join([lines[0]] + [line.rsplit(" ", 1)[0] + " x" for line in lines[1:]])
+
+
+MERGES_MESSAGE = (
+    "constrained scoring needs each score digit to be a token of its own in the answer; this tokenizer merges"
+    " them with their neighbours: use model.init_args.scoring: greedy"
+)
+VALUES_MESSAGE = "constrained scoring: the answer's tokens change with its values; use scoring: greedy"
+
+
 @pytest.mark.parametrize(
     "merge",
     [
         lambda t: t.replace("3\n", "\x01"),  # a value merged with the line's end: lengths differ
         lambda t: t.replace(": 5", ":\x05"),  # level 5 merged with its space: 20 positions, but not one token a level
         lambda t: t.replace("D1: 4", "D1: \x04"),  # level 4 is another token in item 1 than elsewhere
-        lambda t: t.replace("3\nD2: 4", "\x03"),  # only GOLD's own answer merges: its tokens depend on the values
         lambda t: re.sub(r"(\d+): (\d)", lambda m: chr(0x100 + 10 * int(m[1]) + int(m[2])), t),  # item+value, one token
+        lambda t: t.replace("5\n", "5\x0b"),  # the line's end after a 5 is another token: 40 positions differ
+        only_the_first_value,  # one position differs
     ],
 )
 def test_answer_form_refuses_a_tokenizer_that_merges_values(merge):
-    with pytest.raises(UsageError, match="scoring: greedy"):
+    with pytest.raises(UsageError) as error:
         answer_form(char_tokenizer(merge), GOLD)
+    assert str(error.value) == MERGES_MESSAGE
+
+
+def test_answer_form_refuses_a_tokenizer_whose_answer_depends_on_its_values():
+    with pytest.raises(UsageError) as error:  # only GOLD's own answer merges "3\nD2: 4"
+        answer_form(char_tokenizer(lambda t: t.replace("3\nD2: 4", "\x03")), GOLD)
+    assert str(error.value) == VALUES_MESSAGE
 
 
 def test_constrained_distribution_is_the_lm_heads_over_the_six_digits(small_tiny, score_batch, tiny_tokenizer):
@@ -259,10 +291,13 @@ def test_constrained_distribution_is_the_lm_heads_over_the_six_digits(small_tiny
 
 
 def test_scoring_and_features_refuse_unknown_values():
-    with pytest.raises(UsageError, match="scoring"):
+    with pytest.raises(UsageError) as error:
         ScoreTask(scoring="beam")
-    with pytest.raises(UsageError, match="features"):
+    assert str(error.value) == "model.init_args.scoring must be one of greedy, constrained; got 'beam'"
+    with pytest.raises(UsageError) as error:
         ScoreHeadsTask(features="topics")
+    assert str(error.value) == "model.init_args.features must be one of none, statistics; got 'topics'"
+    assert ScoreTask().hparams.max_new_tokens == 160 and ScoreTask().scoring == "greedy"  # the defaults
 
 
 def test_heads_read_standardised_statistics(small_tiny, score_batch):
@@ -284,8 +319,9 @@ def test_heads_read_standardised_statistics(small_tiny, score_batch):
         torch.testing.assert_close(task.item_logits(batch["prompt"], batch["statistics"]), expected)
         changed = task.item_logits(batch["prompt"], batch["statistics"] * 2)
     assert not torch.allclose(changed, expected)  # the statistics are read
-    with pytest.raises(ValueError, match="statistics"):
+    with pytest.raises(ValueError) as error:
         task.item_logits(batch["prompt"])
+    assert str(error.value) == "features: statistics needs the dialogues' statistics (batch['statistics'])"
 
 
 @pytest.fixture(scope="module")

@@ -239,6 +239,9 @@ def test_heads_read_the_statistics_standardised_on_the_training_part():
         predicted, rows = task.infer(batch)
     assert predicted.tolist() == expected.argmax(-1).float().tolist()
     np.testing.assert_allclose([r["distribution"] for r in rows], expected.softmax(-1).numpy(), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError) as error:
+        task.item_logits(batch["prompt"])
+    assert str(error.value) == "features: statistics needs the dialogues' statistics (batch['statistics'])"
 
 
 class CharTokenizer:
