@@ -57,7 +57,8 @@ def test_fit_trains_validates_checkpoints_and_tests(fitted):
     assert set(report["metrics"]) == {"bleu1", "bleu2", "bleu3", "bleu4", "rouge1", "rouge2", "rougeL", "dist1", "dist2"}
     rows = [json.loads(line) for line in (version / "generations.jsonl").read_text().splitlines()]
     assert len(rows) == 4
-    assert set(rows[0]) == {"dialogue_id", "turn_index", "history_turns", "reference", "generation"}
+    assert set(rows[0]) == {"dialogue_id", "turn_index", "history_turns", "reference", "generation", "baselines"}
+    assert set(rows[0]["baselines"]) == {"copy_previous", "retrieval"}
     assert all(isinstance(r["generation"], str) and r["reference"] for r in rows)
 
 
