@@ -231,7 +231,10 @@ class ScoreTask(_ScoreTask):
 
     Args:
         max_new_tokens: the longest generated answer (the full answer is about 120 tokens).
-        scoring: ``greedy`` or ``constrained`` (see above).
+        scoring: ``greedy`` (generate, then parse: the paper's way) or ``constrained`` (one
+            forward pass reads the six digits' probabilities at each value position: no invalid
+            item, a distribution per item, every metric under its rule). A reading setting: given
+            at ``test --ckpt_path``, it wins over the checkpoint's.
         **kwargs: backbone and optimizer settings, see :class:`kokorozoo.tasks.base.Task`.
     """
 
