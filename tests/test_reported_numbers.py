@@ -258,10 +258,7 @@ def test_response_numbers_are_recomputed_from_the_generations(run, kokorochat):
         assert turn.role == "counselor" and row["reference"] == turn.text and row["turn_index"] > 0
     generations, references = [r["generation"] for r in rows], [r["reference"] for r in rows]
     assert all(generations)
-    expected = reference_text_metrics(generations, references, report["tokenize"])
-    assert set(report["metrics"]) == set(expected)
-    for key, value in expected.items():
-        assert close(report["metrics"][key], value), (key, report["metrics"][key], value)
+    expected = assert_text_figures(report["metrics"], generations, references, report["tokenize"], "model")
     assert expected["bleu1"] > 0 and expected["rouge1"] > 0 and 0 < expected["dist1"] < 100
 
     # the baselines, from the texts written beside each generation
@@ -271,9 +268,16 @@ def test_response_numbers_are_recomputed_from_the_generations(run, kokorochat):
         assert row["baselines"]["copy_previous"] == (before[-1] if before else "")
     assert set(report["baselines"]) == {"copy_previous", "retrieval"}
     for name, figures in report["baselines"].items():
-        expected = reference_text_metrics([r["baselines"][name] for r in rows], references, report["tokenize"])
-        for key, value in expected.items():
-            assert close(figures[key], value), (name, key, figures[key], value)
+        assert_text_figures(figures, [r["baselines"][name] for r in rows], references, report["tokenize"], name)
+
+
+def assert_text_figures(figures: dict, texts: list[str], references: list[str], tokenize: str, name: str) -> dict:
+    """A section's BLEU/ROUGE/Distinct against the references' recomputation; returns the latter."""
+    expected = reference_text_metrics(texts, references, tokenize)
+    assert set(figures) == set(expected), name
+    for key, value in expected.items():
+        assert close(figures[key], value), (name, key, figures[key], value)
+    return expected
 
 
 # -- the topic plugin: accuracy, macro-F1, per-topic F1 and the majority baseline ------------------

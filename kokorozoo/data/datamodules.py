@@ -415,17 +415,19 @@ class ScoreDataModule(KokoroChatDataModule):
         return ScoreSample(dialogue.id, ids, labels, len(ids) - answer_length, list(dialogue.feedback.items),
                            dialogue_statistics(dialogue))
 
+    def training_part(self) -> list[Dialogue]:
+        """The whole training part of this seed's split (never cut by ``limit_train``)."""
+        return self.make_split(self.data.dialogues).train
+
     def train_scores(self) -> torch.Tensor:
-        """The gold scores of the whole training part of this seed's split (never cut by
-        ``limit_train``), LongTensor[N, 20]: what the constant per-item-mode baseline is fit on."""
-        train = self.make_split(self.data.dialogues).train
-        return torch.tensor([d.feedback.items for d in train], dtype=torch.long)
+        """The training part's gold scores, LongTensor[N, 20]: what the constant per-item-mode
+        baseline is fit on."""
+        return torch.tensor([d.feedback.items for d in self.training_part()], dtype=torch.long)
 
     def train_statistics(self) -> torch.Tensor:
-        """The :data:`~kokorozoo.data.stats.STATISTICS` of the whole training part, [N, 8]: what
-        heads reading them are standardised on."""
-        train = self.make_split(self.data.dialogues).train
-        return torch.tensor([dialogue_statistics(d) for d in train], dtype=torch.float32)
+        """The training part's :data:`~kokorozoo.data.stats.STATISTICS`, [N, 8]: what heads
+        reading them are standardised on."""
+        return torch.tensor([dialogue_statistics(d) for d in self.training_part()], dtype=torch.float32)
 
     def collate(self, samples: Sequence[ScoreSample], part: Part) -> dict:
         return collate_scores(samples, self._require_tokenizer().pad_token_id, self.packing)
