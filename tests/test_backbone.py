@@ -14,6 +14,7 @@ from peft.tuners.lora import LoraLayer
 
 import kokorozoo.backbone.tiny as tiny_module
 from kokorozoo.backbone import (
+    COMPUTE_DTYPES,
     LORA_TARGETS,
     BackboneError,
     LoraSettings,
@@ -25,6 +26,7 @@ from kokorozoo.backbone import (
     train_tokenizer,
     trainable_state_dict,
 )
+from kokorozoo.backbone.hardware import resolve_compute_dtype
 from kokorozoo.chat_format import END_OF_TURN, LLAMA3_CHAT_TEMPLATE, chat_messages
 from kokorozoo.data import merge_utterances
 from kokorozoo.data.kokorochat import read_dialogue_file
@@ -236,7 +238,8 @@ def test_nf4_load_quantizes_every_projection_and_trains_only_lora(tiny_path):
     quantized = {name: m for name, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
     assert len(quantized) == len(LORA_TARGETS) * SMALL.num_layers
     assert all(not m.support_avx512bf16_for_cpu for m in quantized.values())
-    assert all(m.weight.quant_type == "nf4" and m.compute_dtype == torch.bfloat16 for m in quantized.values())
+    native = COMPUTE_DTYPES[resolve_compute_dtype("auto", "cpu").name]  # the default, auto, on this CPU
+    assert all(m.weight.quant_type == "nf4" and m.compute_dtype == native for m in quantized.values())
     adapted = {name: m for name, m in model.named_modules() if isinstance(m, LoraLayer)}
     assert {name.rsplit(".", 1)[-1] for name in adapted} == set(LORA_TARGETS)
     assert all(isinstance(m.base_layer, bnb.nn.Linear4bit) for m in adapted.values())
@@ -269,7 +272,8 @@ def _gradients_around_generate(model, tokenizer) -> tuple[dict, dict]:
 
 
 def test_generate_between_training_steps_leaves_gradients_unchanged(tiny_path, tokenizer):
-    model = load_backbone(str(tiny_path), lora=NO_DROPOUT).model
+    # bfloat16: the compute dtype whose CPU kernels repack (auto may choose float32 on this CPU)
+    model = load_backbone(str(tiny_path), compute_dtype="bfloat16", lora=NO_DROPOUT).model
     before, after = _gradients_around_generate(model, tokenizer)
     for name in before:
         torch.testing.assert_close(after[name], before[name], msg=name)
@@ -278,7 +282,7 @@ def test_generate_between_training_steps_leaves_gradients_unchanged(tiny_path, t
 @pytest.mark.skipif(not bnb.functional.has_avx512bf16(), reason="the repacking bug needs an AVX512-BF16 CPU")
 def test_without_the_fix_generate_corrupts_gradients(tiny_path, tokenizer):
     """Shows the test above can fail: if this one starts failing, bitsandbytes fixed its bug."""
-    model = load_backbone(str(tiny_path), lora=NO_DROPOUT).model
+    model = load_backbone(str(tiny_path), compute_dtype="bfloat16", lora=NO_DROPOUT).model
     for module in model.modules():
         if isinstance(module, bnb.nn.Linear4bit):
             module.support_avx512bf16_for_cpu = True

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from kokorozoo.backbone.errors import BackboneError
+from kokorozoo.backbone.hardware import AUTO, resolve_compute_dtype
 from kokorozoo.backbone.llama3 import LLAMA3, Llama3Config, build_llama3
 from kokorozoo.backbone.tiny import TINY, TinyConfig, build_tiny
 from kokorozoo.chat_format import PAD, ensure_assistant_mask_template
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 
 QUANTIZATIONS = ("nf4", "none")
 COMPUTE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+#: What ``compute_dtype`` accepts: a dtype, or ``auto`` (see :mod:`kokorozoo.backbone.hardware`).
+COMPUTE_DTYPE_CHOICES = (AUTO, *COMPUTE_DTYPES)
 
 #: The paper's LoRA targets: every attention and MLP projection of a Llama block.
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -73,7 +76,7 @@ class Backbone:
 def load_backbone(
     model: str = TINY,
     quantization: str = "nf4",
-    compute_dtype: str = "bfloat16",
+    compute_dtype: str = AUTO,
     lora: LoraSettings | None = LoraSettings(),
     gradient_checkpointing: bool = False,
     tiny: TinyConfig | None = None,
@@ -88,12 +91,14 @@ def load_backbone(
     ``tiny`` or ``llama3`` settings, see :func:`~kokorozoo.backbone.tiny.build_tiny` and
     :func:`~kokorozoo.backbone.llama3.build_llama3`), a local folder saved with
     ``save_pretrained``, or a hub name already in the local cache when the hub is offline. ``device`` defaults to this process's GPU (``LOCAL_RANK``) when CUDA is
-    available, else the CPU.
+    available, else the CPU. ``compute_dtype="auto"`` is bfloat16 where that device computes it
+    natively and float32 elsewhere; one log line says which and why.
     """
-    dtype = _compute_dtype(compute_dtype)
+    device = device or default_device()
+    compute_dtype = _resolved_compute_dtype(compute_dtype, device)
+    dtype = COMPUTE_DTYPES[compute_dtype]
     quantization_config = _quantization_config(quantization, dtype)
     source = resolve_model(model, tiny, cache_dir, llama3)
-    device = device or default_device()
 
     from transformers import AutoModelForCausalLM
 
@@ -217,10 +222,14 @@ def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def _compute_dtype(name: str) -> torch.dtype:
-    if name not in COMPUTE_DTYPES:
-        raise BackboneError(f"compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {name!r}")
-    return COMPUTE_DTYPES[name]
+def _resolved_compute_dtype(name: str, device: str) -> str:
+    """The dtype name ``name`` means on ``device``; ``auto`` is resolved and logged with its reason."""
+    if name not in COMPUTE_DTYPE_CHOICES:
+        raise BackboneError(f"compute_dtype must be one of {', '.join(COMPUTE_DTYPE_CHOICES)}, got {name!r}")
+    choice = resolve_compute_dtype(name, device)
+    if name == AUTO:
+        log.info("compute_dtype auto -> %s (%s)", choice.name, choice.reason)
+    return choice.name
 
 
 def _quantization_config(quantization: str, dtype: torch.dtype):

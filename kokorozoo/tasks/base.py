@@ -77,7 +77,8 @@ class Task(LightningModule):
         backbone: ``tiny`` (the embedded default), a local folder or a hub name (e.g.
             ``tokyotech-llm/Llama-3.1-Swallow-8B-Instruct-v0.3``).
         quantization: ``nf4`` (QLoRA) or ``none``.
-        compute_dtype: ``bfloat16``, ``float16`` or ``float32``.
+        compute_dtype: ``auto`` (bfloat16 where the device computes it natively, float32
+            elsewhere; see :mod:`kokorozoo.backbone.hardware`), ``bfloat16``, ``float16`` or ``float32``.
         lora: LoRA settings (the paper's by default); ``null`` trains no adapter.
         gradient_checkpointing: trade compute for memory.
         tiny: size of the ``tiny`` backbone.
@@ -105,7 +106,7 @@ class Task(LightningModule):
         self,
         backbone: str = "tiny",
         quantization: str = "nf4",
-        compute_dtype: str = "bfloat16",
+        compute_dtype: str = "auto",
         lora: LoraSettings | None = LoraSettings(),
         gradient_checkpointing: bool = False,
         tiny: TinyConfig | None = None,
