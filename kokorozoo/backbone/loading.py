@@ -227,8 +227,10 @@ def _resolved_compute_dtype(name: str, device: str) -> str:
     if name not in COMPUTE_DTYPE_CHOICES:
         raise BackboneError(f"compute_dtype must be one of {', '.join(COMPUTE_DTYPE_CHOICES)}, got {name!r}")
     choice = resolve_compute_dtype(name, device)
-    if name == AUTO:
-        log.info("compute_dtype auto -> %s (%s)", choice.name, choice.reason)
+    if name == AUTO:  # shown beside Lightning's own start-up lines, once under DDP
+        from lightning.pytorch.utilities import rank_zero_info
+
+        rank_zero_info(f"kokorozoo: compute_dtype auto -> {choice.name} ({choice.reason})")
     return choice.name
 
 

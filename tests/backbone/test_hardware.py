@@ -61,11 +61,25 @@ def test_this_machine_is_described_without_guessing():
     assert isinstance(native, bool)
 
 
-def test_load_backbone_logs_the_choice_once_and_uses_it(monkeypatch, small_tiny, tiny_cache, caplog):
+class _Lines(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def test_load_backbone_logs_the_choice_once_and_uses_it(monkeypatch, small_tiny, tiny_cache):
     _cpu(monkeypatch, "AVX2", False)
-    with caplog.at_level(logging.INFO, logger="kokorozoo.backbone.loading"):
+    seen = _Lines()
+    lightning_log = logging.getLogger("lightning.pytorch")  # where Lightning's start-up lines go
+    lightning_log.addHandler(seen)
+    try:
         loaded = load_backbone("tiny", tiny=small_tiny, cache_dir=tiny_cache, lora=None)
-    lines = [r.getMessage() for r in caplog.records if "compute_dtype auto" in r.getMessage()]
+    finally:
+        lightning_log.removeHandler(seen)
+    lines = [line for line in seen.lines if "compute_dtype auto" in line]
     assert len(lines) == 1 and "float32" in lines[0] and "AVX2" in lines[0]
     linear = next(m for m in loaded.model.modules() if type(m).__name__ == "Linear4bit")
     assert linear.compute_dtype == torch.float32
