@@ -49,9 +49,12 @@ def mutation(session: nox.Session) -> None:
     session.run("python", "tests/mutation/mutation.py", *session.posargs, env=OFFLINE)
 
 
-#: The saved run every benchmark is compared against (benchmarks/baseline/<machine>/0001_*.json),
-#: and how much slower its fastest round may be before the session fails: the fastest round moves
-#: little with background load, and a real regression here (a lost cache, a per-turn path) costs 2x+.
+#: Saved runs live per machine (benchmarks/baseline/<machine key>/<os-python>/0001_*.json; the key,
+#: from benchmarks/machine.py, is the CPU model, torch's CPU capability and whether bfloat16 is
+#: native): every benchmark is compared with the run numbered BASELINE saved on the same kind of
+#: machine, and fails when its fastest round is more than COMPARE_FAIL slower. The fastest round
+#: moves little with background load, and a real regression here (a lost cache, a per-turn path)
+#: costs 2x+. On a machine without a saved run, only the in-run ratio gates apply.
 STORAGE = "benchmarks/baseline"
 BASELINE = "0001"
 COMPARE_FAIL = "min:50%"
@@ -59,17 +62,23 @@ COMPARE_FAIL = "min:50%"
 
 @nox.session(python="3.11")
 def benchmarks(session: nox.Session) -> None:
-    """pytest-benchmark suites (latency, generation, training, TRL's SFTTrainer), compared against
-    the saved baseline. Arguments go to pytest: a file to run one suite, `--benchmark-save=NAME` to
-    save a run (the baseline is the run numbered BASELINE)."""
+    """pytest-benchmark suites (latency, generation, training, compute dtypes, TRL's SFTTrainer),
+    compared against the baseline saved on this kind of machine, if there is one. Arguments go to
+    pytest: a file to run one suite, `--benchmark-save=NAME` to save a run for this machine (the
+    baseline is the run numbered BASELINE)."""
     install(session, "-r", "benchmarks/requirements.txt")
-    machine = session.run(
-        "python", "-c", "from pytest_benchmark.utils import get_machine_id; print(get_machine_id())", silent=True
-    ).strip()
-    if any(Path(STORAGE, machine).glob(f"{BASELINE}_*.json")):
+    machine = session.run("python", "benchmarks/machine.py", silent=True).strip()
+    storage = f"{STORAGE}/{machine}"
+    if any(Path(storage).glob(f"*/{BASELINE}_*.json")):
+        session.log(f"comparing with the baseline saved on this kind of machine: {storage}")
         compare = [f"--benchmark-compare={BASELINE}", f"--benchmark-compare-fail={COMPARE_FAIL}"]
     else:
-        session.warn(f"no saved baseline for {machine} in {STORAGE}: measuring without comparing")
+        saved = sorted(p.name for p in Path(STORAGE).iterdir() if p.is_dir())
+        session.warn(
+            f"no saved baseline for this machine ({machine}) in {STORAGE} (saved: {', '.join(saved) or 'none'}):"
+            " measuring without comparing; only the in-run ratio gates apply."
+            " Save one with `nox -s benchmarks -- --benchmark-save=NAME` on an idle machine."
+        )
         compare = []
     named = any(Path(arg.split("::")[0]).exists() for arg in session.posargs)
     paths = [] if named else ["benchmarks"]  # a suite named in the arguments runs alone
@@ -77,7 +86,7 @@ def benchmarks(session: nox.Session) -> None:
         "pytest",
         *paths,
         "--benchmark-only",
-        f"--benchmark-storage=file://{STORAGE}",
+        f"--benchmark-storage=file://{storage}",
         *compare,
         *session.posargs,
         env=OFFLINE,
