@@ -67,7 +67,10 @@ def benchmarks(session: nox.Session) -> None:
     pytest: a file to run one suite, `--benchmark-save=NAME` to save a run for this machine (the
     baseline is the run numbered BASELINE)."""
     install(session, "-r", "benchmarks/requirements.txt")
-    machine = session.run("python", "benchmarks/machine.py", silent=True).strip()
+    machine = session.run("python", "benchmarks/machine.py", silent=True)
+    if machine is None:  # `--install-only`: nox runs nothing, so there is no machine to describe
+        return
+    machine = machine.strip()
     storage = f"{STORAGE}/{machine}"
     if any(Path(storage).glob(f"*/{BASELINE}_*.json")):
         session.log(f"comparing with the baseline saved on this kind of machine: {storage}")
