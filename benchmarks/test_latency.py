@@ -1,4 +1,4 @@
-"""Inference latency on the default tiny 4-bit backbone (bfloat16 compute, as the tiny configs):
+"""Inference latency on the default tiny 4-bit backbone (the compute dtype `auto` picks for this CPU, as the configs):
 the gates that `nox -s benchmarks` compares against the saved baseline.
 
 - one greedy response: a fixed history (a test dialogue's 10th counselor turn) and exactly
