@@ -37,6 +37,8 @@ from kokorozoo.data.splits import (
     training_dialogues,
 )
 
+pytestmark = pytest.mark.mutation  # fast enough to run per mutant
+
 # -- splits ---------------------------------------------------------------------------------------
 
 #: The subset each score belongs to: test >= 99; low < 70; high 70-98; full <= 98; all.

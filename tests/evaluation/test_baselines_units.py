@@ -44,6 +44,8 @@ from kokorozoo.evaluation.baselines import (
 )
 from kokorozoo.metrics.rules import METRIC_RULES, distribution_metrics, score_figures
 
+pytestmark = pytest.mark.mutation  # fast enough to run per mutant
+
 T0 = datetime(2024, 1, 1, 10, 0)
 
 

@@ -31,6 +31,8 @@ from kokorozoo.metrics import (
     text_metrics,
 )
 
+pytestmark = pytest.mark.mutation  # fast enough to run per mutant
+
 NAN = float("nan")
 
 

@@ -33,6 +33,8 @@ from kokorozoo.data.datamodules import GenerationRequest, ScoreSample, collate_s
 from kokorozoo.data.score_format import format_scores, parse_scores
 from kokorozoo.tasks import ResponseTask, ScoreHeadsTask, ScoreTask
 
+pytestmark = pytest.mark.mutation  # fast enough to run per mutant
+
 PAD = 0
 TOL = 1e-6
 
