@@ -1,4 +1,4 @@
-"""The splits and the label masks on small synthetic data, in milliseconds (issue 17).
+"""The splits and the label masks on small synthetic data, in milliseconds.
 
 tests/data/test_splits.py and tests/data/test_encoding.py check the same on the real KokoroChat
 files and the session's tiny tokenizer; these use made-up dialogues with scores at every subset

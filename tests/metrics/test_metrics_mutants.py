@@ -1,5 +1,5 @@
 """The metric collections as the tasks build them, their argument checks, and their DDP syncing
-in one process (issue 17).
+in one process.
 
 ``score_metrics()`` and ``text_metrics()`` are checked key by key against the independent
 references of ``tests/_references.py`` (numpy; sacrebleu, rouge-score and a set), on data chosen so

@@ -1,4 +1,4 @@
-"""The tasks' test paths in seconds (issue 17): a real Lightning ``Trainer.test`` of each task on a
+"""The tasks' test paths in seconds: a real Lightning ``Trainer.test`` of each task on a
 tiny in-memory Llama (or a stubbed generator), with a small datamodule, then every number of the
 report and every row of the file checked against the references of ``tests/_references.py``.
 
