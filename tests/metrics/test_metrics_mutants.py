@@ -18,7 +18,6 @@ import torch
 from _references import reference_scores, reference_text_metrics
 from torchmetrics.utilities import dim_zero_cat
 
-from kokorozoo.metrics import rules
 from kokorozoo.metrics import (
     BLEU,
     ROUGE,
@@ -27,6 +26,7 @@ from kokorozoo.metrics import (
     ScoreMAE,
     constant_predictions,
     item_modes,
+    rules,
     score_metrics,
     text_metrics,
 )

@@ -16,10 +16,10 @@ from kokorozoo import seeds
 from kokorozoo.cli import main
 from kokorozoo.data import ITEM_NAMES
 from kokorozoo.data.datamodules import ScoreDataModule
-from kokorozoo.tasks import ScoreHeadsTask, ScoreTask
-from kokorozoo.tasks.response import token_losses
 from kokorozoo.data.score_format import answer_form, format_scores, parse_scores
 from kokorozoo.errors import UsageError
+from kokorozoo.tasks import ScoreHeadsTask, ScoreTask
+from kokorozoo.tasks.response import token_losses
 from kokorozoo.tasks.score import HEADS_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
