@@ -1,10 +1,12 @@
-"""Sessions: `nox -s tests` (the unit and end-to-end suite), `nox -s benchmarks`, `nox -s slow`,
-`nox -s mutation` (mutation testing, not run by default).
+"""Sessions: `nox -s tests` (the unit and end-to-end suite), `nox -s lint` (ruff), `nox -s docs` (the
+documentation site, built strictly), `nox -s benchmarks`, `nox -s slow`, `nox -s mutation` (mutation
+testing, not run by default).
 
-Each session installs torch 2.13.0 (the CPU build) first and constrains every later install with
-constraints.txt, so no CUDA packages are ever pulled in.
+Each session that runs kokorozoo installs torch 2.13.0 (the CPU build) first and constrains every
+later install with constraints.txt, so no CUDA packages are ever pulled in.
 """
 
+import re
 from pathlib import Path
 
 import nox
@@ -31,6 +33,40 @@ def tests(session: nox.Session) -> None:
     install(session)
     paths = session.posargs or ["tests", f"{PLUGIN}/tests"]
     session.run("pytest", "-m", "not slow", "--benchmark-disable", *paths, env=OFFLINE)
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff (pinned in constraints.txt, configured in pyproject.toml): the lint rules, and the code
+    formatted as `ruff format` leaves it."""
+    session.install("-c", "constraints.txt", "ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+#: A relative link in the README: its target file, and the anchor in it if any.
+README_LINK = re.compile(r"\]\((?!https?:|mailto:)([^)#\s]+)(?:#([^)\s]+))?\)")
+
+
+@nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """The documentation site (mkdocs.yml, docs/), built with --strict: a broken link, a missing
+    anchor or a page left out of the nav fails. Then every relative link of README.md must name a
+    file of the checkout and, into docs/, an anchor the built page has. Nothing is imported: the API
+    reference reads the docstrings statically, so torch is not installed."""
+    session.install("-c", "constraints.txt", "-r", "docs/requirements.txt", "ruff")  # ruff formats signatures
+    session.run("mkdocs", "build", "--strict", env={"NO_MKDOCS_2_WARNING": "1"})
+    broken = []
+    for target, anchor in README_LINK.findall(Path("README.md").read_text(encoding="utf-8")):
+        if not Path(target).exists():
+            broken.append(target)
+        elif anchor and target.startswith("docs/") and target.endswith(".md"):
+            page = Path(target).relative_to("docs").with_suffix("")  # docs/x.md is site/x/index.html
+            page = Path("site", page.parent if page.name == "index" else page, "index.html")
+            if f'id="{anchor}"' not in page.read_text(encoding="utf-8"):
+                broken.append(f"{target}#{anchor}")
+    if broken:
+        session.error(f"README.md links to what does not exist: {', '.join(dict.fromkeys(broken))}")
 
 
 @nox.session(python="3.11")

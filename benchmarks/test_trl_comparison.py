@@ -1,6 +1,6 @@
 """One epoch of kokorozoo's dialogue-level training against TRL's SFTTrainer, same model, same dialogues.
 
-The issue's target: against TRL's ``SFTTrainer`` training the same model on the same dialogues with
+The target: against TRL's ``SFTTrainer`` training the same model on the same dialogues with
 the loss on assistant turns (``assistant_only_loss=True``), our epoch must not be slower. The two
 medians come from the same run; the TRL test asserts their ratio (``trl_over_kokorozoo``).
 
@@ -180,7 +180,7 @@ def test_trl_sft_epoch(benchmark, datamodule, tmp_path):
     benchmark.extra_info.update(side="trl", dialogues=DIALOGUES, load_average=os.getloadavg()[0], **counts)
     record_median(benchmark, "trl")
 
-    # the issue's target, from this run's medians (checked here: --benchmark-only skips tests without a benchmark)
+    # the target, from this run's medians (checked here: --benchmark-only skips tests without a benchmark)
     if set(MEDIANS) != {"kokorozoo", "trl"}:
         pytest.skip("the ratio needs both benchmarks timed in this session")
     ratio = MEDIANS["trl"] / MEDIANS["kokorozoo"]

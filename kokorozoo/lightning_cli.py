@@ -26,8 +26,8 @@ import os
 import sys
 import tempfile
 from collections.abc import Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml

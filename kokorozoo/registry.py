@@ -2,9 +2,8 @@
 
 A distribution registers a task under a short name::
 
-    [options.entry_points]            # setup.cfg; pyproject.toml: [project.entry-points."kokorozoo.tasks"]
-    kokorozoo.tasks =
-        topic = kokorozoo_topic:TopicTask
+    [project.entry-points."kokorozoo.tasks"]      # pyproject.toml
+    topic = "kokorozoo_topic:TopicTask"
 
 Nothing is imported until a command needs the tasks (``fit``/``validate``/``test``/``predict``
 and ``kokorozoo tasks``; ``data`` and ``export`` never do). Then every task is imported before the

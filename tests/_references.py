@@ -1,4 +1,4 @@
-"""Independent references for the numbers kokorozoo reports (issue 17): they share no code with
+"""Independent references for the numbers kokorozoo reports: they share no code with
 :mod:`kokorozoo.metrics` and are written the plain way, so a test can hold a run's metrics.json (or
 a task's report) to them.
 

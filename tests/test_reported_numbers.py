@@ -1,4 +1,4 @@
-"""Every number a run reports, recomputed from the files the run wrote (issue 17).
+"""Every number a run reports, recomputed from the files the run wrote.
 
 One short tiny fit + test of each task (response, score, score-heads and the plugin's topic task)
 through the real ``kokorozoo`` CLI; then every figure of its ``metrics.json`` (overall and per item,

@@ -38,8 +38,8 @@ from torch import Tensor
 
 from kokorozoo.data.dialogue import dialogue_turns
 from kokorozoo.data.kokorochat import ITEM_MAX, NUM_ITEMS, Dialogue
-from kokorozoo.data.stats import ROLES, STATISTICS, dialogue_statistics
 from kokorozoo.data.splits import ScoreSplitKind, Split, score_split
+from kokorozoo.data.stats import ROLES, STATISTICS, dialogue_statistics
 from kokorozoo.metrics.rules import METRIC_RULES, distribution_metrics, score_figures
 from kokorozoo.metrics.scores import constant_predictions, item_modes
 from kokorozoo.progress import progress

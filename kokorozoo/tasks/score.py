@@ -49,8 +49,8 @@ from torch import Tensor, nn
 from kokorozoo.backbone import Backbone
 from kokorozoo.data.batching import unpadded
 from kokorozoo.data.kokorochat import ITEM_MAX, ITEM_NAMES, NUM_ITEMS
-from kokorozoo.data.stats import STATISTICS
 from kokorozoo.data.score_format import AnswerForm, answer_form, parse_scores
+from kokorozoo.data.stats import STATISTICS
 from kokorozoo.errors import UsageError
 from kokorozoo.metrics import constant_predictions, item_modes, score_metrics
 from kokorozoo.metrics.rules import METRIC_RULES, rule_predictions

@@ -7,8 +7,7 @@ import logging
 import pytest
 import torch
 
-from kokorozoo.backbone import BackboneError, load_backbone
-from kokorozoo.backbone import hardware
+from kokorozoo.backbone import BackboneError, hardware, load_backbone
 from kokorozoo.backbone.hardware import cpu_has_native_bfloat16, resolve_compute_dtype
 
 

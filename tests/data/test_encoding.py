@@ -80,7 +80,7 @@ def test_per_turn_samples_train_the_same_tokens(tiny_tokenizer, encoded):
     assert len(samples) == len(encoded.targets)
     per_turn = [r for _, labels in samples for r in labelled_runs(tiny_tokenizer, labels)]
     assert per_turn == labelled_runs(tiny_tokenizer, dialogue_windows(encoded, 4096)[0][1])
-    for (ids, labels), t in zip(samples, encoded.targets):
+    for (ids, _labels), t in zip(samples, encoded.targets):
         assert ids == encoded.ids[: encoded.ends[t]]  # the whole history, nothing after the turn
 
 

@@ -1,4 +1,4 @@
-"""The splits and the label masks on small synthetic data, in milliseconds (issue 17).
+"""The splits and the label masks on small synthetic data, in milliseconds.
 
 tests/data/test_splits.py and tests/data/test_encoding.py check the same on the real KokoroChat
 files and the session's tiny tokenizer; these use made-up dialogues with scores at every subset
@@ -28,7 +28,6 @@ from kokorozoo.data.encoding import (
 )
 from kokorozoo.data.kokorochat import Dialogue, Feedback, Topic, Utterance
 from kokorozoo.data.score_format import format_scores
-from kokorozoo.errors import UsageError
 from kokorozoo.data.splits import (
     in_subset,
     response_split,
@@ -36,6 +35,9 @@ from kokorozoo.data.splits import (
     tokenizer_texts,
     training_dialogues,
 )
+from kokorozoo.errors import UsageError
+
+pytestmark = pytest.mark.mutation  # fast enough to run per mutant
 
 # -- splits ---------------------------------------------------------------------------------------
 
@@ -409,7 +411,7 @@ def test_windows_follow_the_half_window_rule_after_a_long_prefix(tokenizer):
 def test_a_target_longer_than_half_a_window_is_still_trained(tokenizer, encoded):
     max_length = encoded.prefix + 2 * (encoded.ends[2] - encoded.starts[2]) - 2
     windows = dialogue_windows(encoded, max_length)
-    assert runs(tokenizer, [l for _, labels in windows for l in labels]) == [TURNS[t].text + EOT for t in TARGETS]
+    assert runs(tokenizer, [label for _, labels in windows for label in labels]) == [TURNS[t].text + EOT for t in TARGETS]
     # turn 2 with the latest whole turns that fit the whole window
     assert windows[0][0] == encoded.ids[: encoded.prefix] + encoded.ids[encoded.starts[1] : encoded.ends[2]]
 

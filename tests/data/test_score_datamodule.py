@@ -6,8 +6,8 @@ import torch
 
 from kokorozoo.data import FEEDBACK_ITEMS, dialogue_turns, score_split
 from kokorozoo.data.datamodules import ScoreDataModule
-from kokorozoo.data.score_format import SCORE_INSTRUCTION, format_scores
 from kokorozoo.data.encoding import IGNORE_INDEX
+from kokorozoo.data.score_format import SCORE_INSTRUCTION, format_scores
 
 ASSISTANT_HEADER = "<|start_header_id|>assistant<|end_header_id|>\n\n"
 

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 from scipy import sparse
-from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.extmath import randomized_svd
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -43,6 +43,8 @@ from kokorozoo.evaluation.baselines import (
     score_targets,
 )
 from kokorozoo.metrics.rules import METRIC_RULES, distribution_metrics, score_figures
+
+pytestmark = pytest.mark.mutation  # fast enough to run per mutant
 
 T0 = datetime(2024, 1, 1, 10, 0)
 
@@ -100,7 +102,7 @@ def test_char_ngram_counts_by_hand():
 def test_char_ngram_counts_as_countvectorizer_on_random_texts():
     rng = np.random.default_rng(0)
     alphabets = ["ab", "abc\n", "あいうえおかきくけこ。", "xy😀é\u3000z", "".join(map(chr, range(0x4E00, 0x4E40)))]
-    for k, alphabet in enumerate(alphabets):
+    for alphabet in alphabets:
         texts = random_texts(rng, alphabet, n=int(rng.integers(1, 25)), max_len=12)
         for max_n in (1, 2, 3, 5):
             check_counts(texts, max_n)

@@ -1,5 +1,5 @@
 """The metric collections as the tasks build them, their argument checks, and their DDP syncing
-in one process (issue 17).
+in one process.
 
 ``score_metrics()`` and ``text_metrics()`` are checked key by key against the independent
 references of ``tests/_references.py`` (numpy; sacrebleu, rouge-score and a set), on data chosen so
@@ -18,7 +18,6 @@ import torch
 from _references import reference_scores, reference_text_metrics
 from torchmetrics.utilities import dim_zero_cat
 
-from kokorozoo.metrics import rules
 from kokorozoo.metrics import (
     BLEU,
     ROUGE,
@@ -27,9 +26,12 @@ from kokorozoo.metrics import (
     ScoreMAE,
     constant_predictions,
     item_modes,
+    rules,
     score_metrics,
     text_metrics,
 )
+
+pytestmark = pytest.mark.mutation  # fast enough to run per mutant
 
 NAN = float("nan")
 

@@ -12,6 +12,8 @@ from _kokoro_pairs import dialogues
 from kokorozoo.data.kokorochat import ITEM_MAX, NUM_ITEMS
 from kokorozoo.metrics import ScoreAccuracy, ScoreMAE, constant_predictions, item_modes, score_metrics
 
+pytestmark = pytest.mark.mutation  # fast enough to run per mutant
+
 NAN = float("nan")
 
 

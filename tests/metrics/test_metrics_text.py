@@ -12,6 +12,8 @@ from rouge_score.rouge_scorer import RougeScorer
 from kokorozoo.metrics import BLEU, ROUGE, TOKENIZE_MODES, Distinct, text_metrics, tokenize_ja
 from kokorozoo.metrics.text import _tagger
 
+pytestmark = pytest.mark.mutation  # fast enough to run per mutant
+
 NOT_UPDATED = "ignore:The ``compute`` method of metric"
 
 

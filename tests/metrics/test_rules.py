@@ -6,6 +6,8 @@ import torch
 from kokorozoo.metrics import METRIC_RULES, distribution_metrics, rule_predictions, score_figures
 from kokorozoo.metrics.rules import argmax, best_window, median, window_mass
 
+pytestmark = pytest.mark.mutation  # fast enough to run per mutant
+
 
 def one_item(*levels):
     """A [1, 20, 6] distribution whose every item is ``levels``."""

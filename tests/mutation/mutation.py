@@ -1,4 +1,4 @@
-"""Mutation testing of the code that produces reported numbers (issue 17); run it with
+"""Mutation testing of the code that produces reported numbers; run it with
 ``nox -s mutation`` (about 30 minutes on 2 cores).
 
 mutmut 3 (configured in pyproject.toml ``[tool.mutmut]``: the package it copies to ``mutants/``,

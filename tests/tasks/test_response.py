@@ -10,8 +10,8 @@ import torch
 
 from kokorozoo.cli import main
 from kokorozoo.data import dialogue_turns
-from kokorozoo.data.encoding import dialogue_windows, encode_dialogue, per_turn_samples
 from kokorozoo.data.batching import pad_samples
+from kokorozoo.data.encoding import dialogue_windows, encode_dialogue, per_turn_samples
 from kokorozoo.tasks import ResponseTask
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -134,7 +134,7 @@ def test_dialogue_and_per_turn_modes_sum_to_the_same_loss(small_tiny, kokorochat
         whole, whole_count = task.summed_loss(pad_samples(dialogue_windows(encoded, 4096), pad))
         per_turn = [task.summed_loss(pad_samples([s], pad)) for s in per_turn_samples(encoded, 4096)]
     assert int(whole_count) == sum(int(c) for _, c in per_turn) > 100
-    assert float(whole) == pytest.approx(sum(float(l) for l, _ in per_turn), rel=1e-4)
+    assert float(whole) == pytest.approx(sum(float(loss) for loss, _ in per_turn), rel=1e-4)
 
 
 def test_missing_model_is_one_line(fit_args, tmp_path, capsys):

@@ -16,10 +16,10 @@ from kokorozoo import seeds
 from kokorozoo.cli import main
 from kokorozoo.data import ITEM_NAMES
 from kokorozoo.data.datamodules import ScoreDataModule
-from kokorozoo.tasks import ScoreHeadsTask, ScoreTask
-from kokorozoo.tasks.response import token_losses
 from kokorozoo.data.score_format import answer_form, format_scores, parse_scores
 from kokorozoo.errors import UsageError
+from kokorozoo.tasks import ScoreHeadsTask, ScoreTask
+from kokorozoo.tasks.response import token_losses
 from kokorozoo.tasks.score import HEADS_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +33,7 @@ def scores(text):
 # -- the answer format and its parser -------------------------------------------------------
 
 
+@pytest.mark.mutation
 def test_format_and_parse_round_trip():
     text = format_scores(GOLD)
     assert text.splitlines()[:2] == ["D1: 3", "D2: 4"] and len(text.splitlines()) == 20
@@ -40,6 +41,7 @@ def test_format_and_parse_round_trip():
     assert parse_scores(text).dtype == torch.float32 and parse_scores(text).shape == (20,)
 
 
+@pytest.mark.mutation
 @pytest.mark.parametrize(
     "text, expected",
     [
@@ -64,6 +66,7 @@ def test_parser_never_raises_and_marks_what_is_invalid(text, expected):
     assert scores(text) == expected
 
 
+@pytest.mark.mutation
 def test_format_rejects_a_wrong_number_of_scores():
     with pytest.raises(ValueError):
         format_scores([3] * 19)
@@ -219,6 +222,7 @@ def char_tokenizer(merge=None):
     return tokenize
 
 
+@pytest.mark.mutation
 def test_answer_form_of_a_character_tokenizer():
     text = format_scores(GOLD)
     form = answer_form(char_tokenizer(), GOLD)
@@ -227,6 +231,7 @@ def test_answer_form_of_a_character_tokenizer():
     assert form.value_positions == [text.index(" ", start) + 1 for start in starts]
 
 
+@pytest.mark.mutation
 def test_answer_form_needs_only_the_six_levels_to_be_tokens_of_their_own():
     """How a 6 or any other value would be tokenized does not matter: only 0-5 are written."""
     form = answer_form(char_tokenizer(lambda t: t.replace(": 6", "\x06")), GOLD)
@@ -246,6 +251,7 @@ MERGES_MESSAGE = (
 VALUES_MESSAGE = "constrained scoring: the answer's tokens change with its values; use scoring: greedy"
 
 
+@pytest.mark.mutation
 @pytest.mark.parametrize(
     "merge",
     [
@@ -263,6 +269,7 @@ def test_answer_form_refuses_a_tokenizer_that_merges_values(merge):
     assert str(error.value) == MERGES_MESSAGE
 
 
+@pytest.mark.mutation
 def test_answer_form_refuses_a_tokenizer_whose_answer_depends_on_its_values():
     with pytest.raises(UsageError) as error:  # only GOLD's own answer merges "3\nD2: 4"
         answer_form(char_tokenizer(lambda t: t.replace("3\nD2: 4", "\x03")), GOLD)
@@ -290,6 +297,7 @@ def test_constrained_distribution_is_the_lm_heads_over_the_six_digits(small_tiny
     assert torch.equal(predicted, together.argmax(-1).float()) and len(rows[0]["distribution"]) == 20
 
 
+@pytest.mark.mutation
 def test_scoring_and_features_refuse_unknown_values():
     with pytest.raises(UsageError) as error:
         ScoreTask(scoring="beam")

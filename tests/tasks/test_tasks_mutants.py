@@ -1,4 +1,4 @@
-"""The tasks' test paths in seconds (issue 17): a real Lightning ``Trainer.test`` of each task on a
+"""The tasks' test paths in seconds: a real Lightning ``Trainer.test`` of each task on a
 tiny in-memory Llama (or a stubbed generator), with a small datamodule, then every number of the
 report and every row of the file checked against the references of ``tests/_references.py``.
 
@@ -32,6 +32,8 @@ from kokorozoo.data import ITEM_NAMES
 from kokorozoo.data.datamodules import GenerationRequest, ScoreSample, collate_scores
 from kokorozoo.data.score_format import format_scores, parse_scores
 from kokorozoo.tasks import ResponseTask, ScoreHeadsTask, ScoreTask
+
+pytestmark = pytest.mark.mutation  # fast enough to run per mutant
 
 PAD = 0
 TOL = 1e-6
