@@ -5,9 +5,10 @@ batches of 4 score samples cut to 512 tokens, forward, backward and an AdamW ste
 dequantizes each 4-bit weight to the compute dtype and multiplies in it, so on a CPU without
 bfloat16 instructions a bfloat16 step is emulated and several times slower.
 
-The gate follows the machine: ``compute_dtype: auto`` must pick the faster dtype where it matters,
-i.e. on a CPU without native bfloat16 float32 must be at least 2x faster than bfloat16 (9.6x measured
-with AVX2 kernels, 0.61 s against 5.84 s a step). Where bfloat16 is native the ratio is reported, not gated.
+The gate holds on any machine because both sides run here: the dtype ``compute_dtype: auto`` picks
+must be within AUTO_SLACK of the faster one. Measured (seconds a step, float32 against bfloat16):
+AMD EPYC with AVX2 kernels 0.61 against 5.84, with AVX512-BF16 0.61 against 0.48; Intel Xeon
+(AMX) with AVX2 kernels 1.80 against 4.02, with AVX512-BF16/AMX 1.58 against 0.17.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from kokorozoo.tasks import ScoreTask
 DTYPES = ("float32", "bfloat16")
 BATCH, MAX_LENGTH, DIALOGUES = 4, 512, 8
 MEDIANS: dict[str, float] = {}
+#: auto's pick may be this much slower than the faster dtype (noise; the two differ by 1.3x to 10x).
+AUTO_SLACK = 1.5
 
 
 def train_steps(task, batches) -> int:
@@ -64,5 +67,6 @@ def test_score_training_step(benchmark, batches, dtype):
         auto = resolve_compute_dtype("auto", "cpu").name
         print(f"\ntraining step: float32 {MEDIANS['float32']:.3f} s, bfloat16 {MEDIANS['bfloat16']:.3f} s"
               f" (bfloat16 / float32 = {ratio:.2f}x); auto picks {auto} ({seen})")
-        if not native:
-            assert auto == "float32" and ratio >= 2
+        fastest = min(MEDIANS.values())
+        assert MEDIANS[auto] <= AUTO_SLACK * fastest, (
+            f"auto picks {auto}, {MEDIANS[auto] / fastest:.1f}x slower than the faster dtype on this CPU ({seen})")
