@@ -149,7 +149,7 @@ def format_rating(items: list[int | None]) -> str:
 
 def run_chat(chat: Chat, stdin: TextIO | None = None) -> int:
     """The chat loop, until ``/quit`` or end of input (Ctrl-C is the command's, see
-    :mod:`kokorozoo.interactive.cli`)."""
+    :mod:`kokorozoo.cli.chat`)."""
     stdin = stdin or sys.stdin
     if chat.terminal:
         import readline  # noqa: F401 - line editing for input()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kokorozoo import seeds
+from kokorozoo.cli import seeds
 from kokorozoo.cli import main
 from kokorozoo.data import ITEM_NAMES
 from kokorozoo.data.datamodules import ScoreDataModule
@@ -505,7 +505,7 @@ def test_heads_that_learned_nothing_predict_each_items_mode(small_tiny, score_ba
 def test_a_checkpoint_keeps_its_reading_settings_unless_the_user_gives_other_ones():
     from jsonargparse import Namespace
 
-    from kokorozoo.lightning_cli import _reading_settings
+    from kokorozoo.cli.lightning import _reading_settings
 
     path = "kokorozoo.tasks.score.ScoreTask"
     defaults = Namespace(scoring="greedy", max_new_tokens=160, lr=1e-3, output_dir=None)

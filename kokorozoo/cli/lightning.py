@@ -36,7 +36,6 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
-from kokorozoo.cli import LIGHTNING_COMMANDS
 from kokorozoo.data.datamodules import KokoroChatDataModule
 from kokorozoo.errors import UsageError
 from kokorozoo.registry import discover_tasks
@@ -318,7 +317,7 @@ def run_lightning_cli(args: Sequence[str] | None = None) -> int:
             args=None if args is None else list(args),
             save_config_kwargs={"overwrite": True},
             trainer_defaults={"use_distributed_sampler": False},
-            parser_kwargs={"exit_on_error": False, **{command: no_exit for command in LIGHTNING_COMMANDS}},
+            parser_kwargs={"exit_on_error": False, **{command: no_exit for command in KokorozooCLI.subcommands()}},
         )
     except NothingToDo as e:
         print(f"kokorozoo: {e}")

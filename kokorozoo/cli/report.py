@@ -17,7 +17,7 @@ DATA_REPORT_DIR = "reports/data"
 def report_folder(out: str | Path, overwrite: bool) -> Path:
     """``out``, refused when it already holds files and ``overwrite`` is not given: a report
     never replaces anything silently."""
-    from kokorozoo.cli import UsageError
+    from kokorozoo.errors import UsageError
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -28,7 +28,7 @@ def report_folder(out: str | Path, overwrite: bool) -> Path:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from kokorozoo.cli import UsageError
+    from kokorozoo.errors import UsageError
     from kokorozoo.evaluation.reports import ReportError, build_run_report
 
     out = report_folder(args.out or Path(args.run_dirs[0]) / "report", args.overwrite)

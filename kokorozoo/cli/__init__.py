@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 
 from kokorozoo.data.kokorochat import DEFAULT_SEARCH_PATHS_DOC, DataError
 from kokorozoo.errors import UsageError
-from kokorozoo.evaluation.report_cli import add_data_report_parser, add_report_parser
-from kokorozoo.interactive.cli import add_chat_parser, add_simulate_parser
+from kokorozoo.cli.report import add_data_report_parser, add_report_parser
+from kokorozoo.cli.chat import add_chat_parser, add_simulate_parser
 from kokorozoo.registry import RegistryError, TaskEntry, scan_tasks
 
 USAGE_ERROR = 2
@@ -196,7 +196,7 @@ def _add_tasks_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_baseline_parser(commands: argparse._SubParsersAction) -> None:
-    from kokorozoo.evaluation.baseline_cli import add_baseline_parser
+    from kokorozoo.cli.baseline import add_baseline_parser
 
     add_baseline_parser(commands)
 
@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in LIGHTNING_COMMANDS:
-        from kokorozoo.lightning_cli import run_lightning_cli
+        from kokorozoo.cli.lightning import run_lightning_cli
 
         try:
             return run_lightning_cli(None if argv is None else args)
