@@ -67,7 +67,7 @@ def _baseline_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_baseline_parser(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: argparse._SubParsersAction) -> None:
     """``kokorozoo baseline score``."""
     baseline = commands.add_parser(
         "baseline",
