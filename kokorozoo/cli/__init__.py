@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from kokorozoo.cli import baseline, chat, data, export, report, seeds, simulate, tasks
 from kokorozoo.cli.common import USAGE_ERROR, fail
-from kokorozoo.data.kokorochat import DataError
+from kokorozoo.data.validation import DataError
 from kokorozoo.errors import UsageError
 from kokorozoo.registry import RegistryError
 

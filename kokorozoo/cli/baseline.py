@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from kokorozoo.data.kokorochat import DEFAULT_SEARCH_PATHS_DOC
+from kokorozoo.data.loader import DEFAULT_SEARCH_PATHS_DOC
 from kokorozoo.data.splits import SCORE_SPLITS
 from kokorozoo.errors import UsageError
 

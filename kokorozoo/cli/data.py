@@ -10,7 +10,7 @@ import json
 import sys
 
 from kokorozoo.cli.common import add_output_options, output_folder
-from kokorozoo.data.kokorochat import DEFAULT_SEARCH_PATHS_DOC
+from kokorozoo.data.loader import DEFAULT_SEARCH_PATHS_DOC
 
 DATA_REPORT_DIR = "reports/data"
 

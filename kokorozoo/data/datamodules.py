@@ -24,11 +24,13 @@ from torch.utils.data import DataLoader
 from kokorozoo.data.batching import batch_samples, pad_ids
 from kokorozoo.data.dialogue import Turn, dialogue_turns
 from kokorozoo.data.encoding import dialogue_windows, encode_dialogue, generation_prompt, per_turn_samples
-from kokorozoo.data.kokorochat import DataError, Dialogue, KokoroChat, OnError, Role, load_kokorochat
+from kokorozoo.data.loader import KokoroChat, OnError, load_kokorochat
+from kokorozoo.data.records import Dialogue, Role
 from kokorozoo.data.sampling import EpochSampler, ResumableBatchSampler
 from kokorozoo.data.score_format import SCORE_INSTRUCTION, format_scores
 from kokorozoo.data.splits import RESPONSE_SPLITS, SCORE_SPLITS, Split, response_split, score_split
 from kokorozoo.data.stats import dialogue_statistics
+from kokorozoo.data.validation import DataError
 from kokorozoo.errors import UsageError
 from kokorozoo.progress import progress
 

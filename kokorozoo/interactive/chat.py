@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
-from kokorozoo.data.kokorochat import ITEM_NAMES
+from kokorozoo.data.records import ITEM_NAMES
 from kokorozoo.interactive.models import Rater, Speaker
 from kokorozoo.interactive.sessions import CHAT_TOPIC, OPENING, Session, total, turn_lines
 

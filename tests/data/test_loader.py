@@ -103,7 +103,7 @@ def test_root_search(monkeypatch, tmp_path, kokorochat_root):
 def test_not_found_lists_where_it_looked(monkeypatch, tmp_path):
     monkeypatch.delenv("KOKOROCHAT_ROOT", raising=False)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("kokorozoo.data.kokorochat.Path.resolve", lambda self: tmp_path / "a" / "b" / "c")
+    monkeypatch.setattr("kokorozoo.data.loader.Path.resolve", lambda self: tmp_path / "a" / "b" / "c")
     with pytest.raises(FileNotFoundError) as e:
         find_root()
     assert "KOKOROCHAT_ROOT" in str(e.value)

@@ -26,7 +26,7 @@ from kokorozoo.data.encoding import (
     next_turn_prompt,
     per_turn_samples,
 )
-from kokorozoo.data.kokorochat import Dialogue, Feedback, Topic, Utterance
+from kokorozoo.data.records import Dialogue, Feedback, Topic, Utterance
 from kokorozoo.data.score_format import format_scores
 from kokorozoo.errors import UsageError
 from kokorozoo.data.splits import (
