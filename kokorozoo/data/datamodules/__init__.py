@@ -1,0 +1,25 @@
+"""LightningDataModules: the paper's splits, tokenized, masked and batched. The base
+(:mod:`~kokorozoo.data.datamodules.base`) owns setup and the loaders; each task's datamodule
+gives its split, its samples and a collate."""
+
+from kokorozoo.data.datamodules.base import (
+    STAGE_PARTS,
+    GenerationRequest,
+    KokoroChatDataModule,
+    Part,
+    ResponseDataModule,
+    ScoreDataModule,
+    ScoreSample,
+    collate_scores,
+)
+
+__all__ = [
+    "STAGE_PARTS",
+    "GenerationRequest",
+    "KokoroChatDataModule",
+    "Part",
+    "ResponseDataModule",
+    "ScoreDataModule",
+    "ScoreSample",
+    "collate_scores",
+]
