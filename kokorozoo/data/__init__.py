@@ -1,7 +1,6 @@
 """The KokoroChat data layer: records, validation and loading, splits and utterance merging."""
 
 from kokorozoo.data.dialogue import (
-    Turn,
     counselor_turn_indices,
     dialogue_turns,
     merge_utterances,
@@ -25,6 +24,7 @@ from kokorozoo.data.records import (
     Feedback,
     FeedbackItem,
     Topic,
+    Turn,
     Utterance,
 )
 from kokorozoo.data.splits import Split, in_subset, response_split, score_split, tokenizer_texts, training_dialogues
