@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from kokorozoo.data.dialogue import Turn
-    from kokorozoo.data.kokorochat import Role
+    from kokorozoo.data.records import Role, Turn
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from kokorozoo.backbone import (
 from kokorozoo.backbone.hardware import resolve_compute_dtype
 from kokorozoo.chat_format import END_OF_TURN, LLAMA3_CHAT_TEMPLATE, chat_messages
 from kokorozoo.data import merge_utterances
-from kokorozoo.data.kokorochat import read_dialogue_file
+from kokorozoo.data.loader import read_dialogue_file
 
 bnb = pytest.importorskip("bitsandbytes")
 
@@ -121,10 +121,10 @@ def test_tiny_by_name_trains_on_the_training_split_texts_once(tmp_path, texts, m
 
 
 def test_default_tokenizer_texts_come_from_the_training_split(kokorochat, monkeypatch):
-    from kokorozoo.data import kokorochat as kokorochat_module
+    from kokorozoo.data import loader as loader_module
     from kokorozoo.data.splits import tokenizer_texts
 
-    monkeypatch.setattr(kokorochat_module, "load_kokorochat", lambda root=None: kokorochat)  # loaded once per session
+    monkeypatch.setattr(loader_module, "load_kokorochat", lambda root=None: kokorochat)  # loaded once per session
     cfg = TinyConfig(tokenizer_dialogues=20, seed=3)
     texts = tiny_module._training_split_texts(cfg)
     assert texts and texts == tokenizer_texts(kokorochat, n_dialogues=20, seed=3)

@@ -196,7 +196,7 @@ def _save_tiny_model(cfg: TinyConfig, tokenizer: PreTrainedTokenizerBase, folder
 
 
 def _training_split_texts(cfg: TinyConfig) -> list[str]:
-    from kokorozoo.data.kokorochat import load_kokorochat
+    from kokorozoo.data.loader import load_kokorochat
     from kokorozoo.data.splits import tokenizer_texts
 
     log.info("Reading %d KokoroChat training dialogues for the tiny tokenizer", cfg.tokenizer_dialogues)

@@ -1,34 +1,35 @@
-"""The KokoroChat data layer: records and validation, splits and utterance merging."""
+"""The KokoroChat data layer: records, validation and loading, splits and utterance merging."""
 
 from kokorozoo.data.dialogue import (
-    Turn,
     counselor_turn_indices,
     dialogue_turns,
     merge_utterances,
     target_turn_indices,
 )
-from kokorozoo.data.kokorochat import (
+from kokorozoo.data.hub import load_kokorochat_hub
+from kokorozoo.data.loader import (
+    KokoroChat,
+    dialogues_from_rows,
+    find_root,
+    load_kokorochat,
+    read_dialogue_file,
+)
+from kokorozoo.data.records import (
     FEEDBACK_ITEMS,
     ITEM_MAX,
     ITEM_NAMES,
     NUM_ITEMS,
     SCREENING_FLAGS,
-    DataError,
     Dialogue,
     Feedback,
     FeedbackItem,
-    KokoroChat,
     Topic,
+    Turn,
     Utterance,
-    dialogues_from_rows,
-    find_root,
-    load_kokorochat,
-    load_kokorochat_hub,
-    parse_dialogue,
-    read_dialogue_file,
 )
 from kokorozoo.data.splits import Split, in_subset, response_split, score_split, tokenizer_texts, training_dialogues
 from kokorozoo.data.stats import dataset_stats, format_stats
+from kokorozoo.data.validation import DataError, parse_dialogue
 
 __all__ = [
     "FEEDBACK_ITEMS",

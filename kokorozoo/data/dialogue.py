@@ -8,19 +8,10 @@ by the same speaker into one turn (joined with a newline). How turns become chat
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
 
-from kokorozoo.data.kokorochat import Dialogue, Role, Utterance
+from kokorozoo.data.records import Dialogue, Role, Turn, Utterance
 
 TURN_SEPARATOR = "\n"
-
-
-class Turn(NamedTuple):
-    """Consecutive utterances of one speaker, merged."""
-
-    role: Role
-    text: str
-    n_utterances: int
 
 
 def merge_utterances(utterances: Sequence[Utterance]) -> list[Turn]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from kokorozoo.chat_format import CHAT_ROLE, chat_messages, header_ids, render
 from kokorozoo.data.dialogue import Turn, target_turn_indices
-from kokorozoo.data.kokorochat import Role
+from kokorozoo.data.records import Role
 from kokorozoo.errors import UsageError
 
 IGNORE_INDEX = -100

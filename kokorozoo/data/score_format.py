@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kokorozoo.data.kokorochat import FEEDBACK_ITEMS, ITEM_MAX, NUM_ITEMS
+from kokorozoo.data.records import FEEDBACK_ITEMS, ITEM_MAX, NUM_ITEMS
 from kokorozoo.errors import UsageError
 
 #: The request that follows the dialogue (a user message): predict the client's 20 ratings, in the

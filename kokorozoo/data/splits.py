@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from kokorozoo.data.kokorochat import Dialogue, sort_key
+from kokorozoo.data.loader import sort_key
+from kokorozoo.data.records import Dialogue
 
 ResponseSubset = Literal["low", "high", "full"]
 ScoreSplitKind = Literal["random", "client_disjoint"]

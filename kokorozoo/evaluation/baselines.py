@@ -37,7 +37,7 @@ from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from kokorozoo.data.dialogue import dialogue_turns
-from kokorozoo.data.kokorochat import ITEM_MAX, NUM_ITEMS, Dialogue
+from kokorozoo.data.records import ITEM_MAX, NUM_ITEMS, Dialogue
 from kokorozoo.data.splits import ScoreSplitKind, Split, score_split
 from kokorozoo.data.stats import ROLES, STATISTICS, dialogue_statistics
 from kokorozoo.metrics.rules import METRIC_RULES, distribution_metrics, score_figures

@@ -25,7 +25,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from kokorozoo.data import Dialogue, load_kokorochat
-from kokorozoo.data.kokorochat import SCORE_MAX
+from kokorozoo.data.records import SCORE_MAX
 from kokorozoo.evaluation.reports import Page, item_title, new_figure, spearman
 from kokorozoo.progress import progress
 

@@ -7,7 +7,7 @@ rates them).
 - :mod:`~kokorozoo.interactive.sessions`: a conversation as a KokoroChat record, how a counselor
   closes, and the file it is saved as;
 - :mod:`~kokorozoo.interactive.chat` and :mod:`~kokorozoo.interactive.simulate`: the two commands;
-  :mod:`~kokorozoo.interactive.cli` wires them into ``kokorozoo``.
+  :mod:`kokorozoo.cli.chat` and :mod:`kokorozoo.cli.simulate` wire them into ``kokorozoo``.
 
 Nothing here renders a dialogue or decodes on its own: prompts come from
 :func:`kokorozoo.data.encoding.next_turn_prompt` (the one chat format, cut as training cut it) and

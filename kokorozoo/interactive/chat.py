@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
-from kokorozoo.data.kokorochat import ITEM_NAMES
+from kokorozoo.data.records import ITEM_NAMES
 from kokorozoo.interactive.models import Rater, Speaker
 from kokorozoo.interactive.sessions import CHAT_TOPIC, OPENING, Session, total, turn_lines
 
@@ -149,7 +149,7 @@ def format_rating(items: list[int | None]) -> str:
 
 def run_chat(chat: Chat, stdin: TextIO | None = None) -> int:
     """The chat loop, until ``/quit`` or end of input (Ctrl-C is the command's, see
-    :mod:`kokorozoo.interactive.cli`)."""
+    :mod:`kokorozoo.cli.chat`)."""
     stdin = stdin or sys.stdin
     if chat.terminal:
         import readline  # noqa: F401 - line editing for input()

@@ -20,16 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kokorozoo.data.dialogue import Turn, merge_utterances
-from kokorozoo.data.kokorochat import (
-    ITEM_NAMES,
-    NUM_ITEMS,
-    Dialogue,
-    Feedback,
-    Role,
-    Topic,
-    Utterance,
-    dialogue_record,
-)
+from kokorozoo.data.records import ITEM_NAMES, NUM_ITEMS, Dialogue, Feedback, Role, Topic, Utterance
+from kokorozoo.data.validation import dialogue_record
 
 if TYPE_CHECKING:
     from kokorozoo.generation import PromptCache

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from kokorozoo.data.dialogue import merge_utterances
-from kokorozoo.data.kokorochat import ITEM_NAMES, Dialogue
+from kokorozoo.data.records import ITEM_NAMES, Dialogue
 from kokorozoo.data.splits import response_split
 from kokorozoo.errors import UsageError
 from kokorozoo.interactive.models import Rater, Speaker

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from kokorozoo.data.kokorochat import ITEM_MAX, NUM_ITEMS
+from kokorozoo.data.records import ITEM_MAX, NUM_ITEMS
 from kokorozoo.metrics.scores import score_metrics
 
 #: The rule that is optimal (in expectation under the predicted distribution) for each metric.

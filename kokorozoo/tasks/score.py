@@ -48,7 +48,7 @@ from torch import Tensor, nn
 
 from kokorozoo.backbone import Backbone
 from kokorozoo.data.batching import unpadded
-from kokorozoo.data.kokorochat import ITEM_MAX, ITEM_NAMES, NUM_ITEMS
+from kokorozoo.data.records import ITEM_MAX, ITEM_NAMES, NUM_ITEMS
 from kokorozoo.data.score_format import AnswerForm, answer_form, parse_scores
 from kokorozoo.data.stats import STATISTICS
 from kokorozoo.errors import UsageError

@@ -10,7 +10,6 @@ from kokorozoo.data import (
     dialogues_from_rows,
     find_root,
     in_subset,
-    load_kokorochat_hub,
     read_dialogue_file,
 )
 
@@ -58,16 +57,6 @@ def test_records_are_typed_and_sorted(kokorochat, kokorochat_root):
     assert not (fb.harmful_due_to_ignorance or fb.other_potentially_unethical or fb.unwilling_to_continue)
 
 
-def test_item_constant_matches_the_files(kokorochat_root):
-    import json
-
-    raw = json.loads((kokorochat_root / "10.json").read_text(encoding="utf-8"))
-    en_keys = [k for k in raw["review_by_client_en"] if k in ITEM_NAMES]
-    jp_keys = [k for k in raw["review_by_client_jp"] if k in {i.jp for i in FEEDBACK_ITEMS}]
-    assert en_keys == list(ITEM_NAMES)
-    assert jp_keys == [i.jp for i in FEEDBACK_ITEMS]
-
-
 def test_flags_and_halved_scores(kokorochat):
     unwilling = [d for d in kokorochat if d.feedback.unwilling_to_continue]
     harmful = [d for d in kokorochat if d.feedback.harmful_due_to_ignorance or d.feedback.other_potentially_unethical]
@@ -86,13 +75,6 @@ def test_rows_load_like_files(kokorochat_root):
     assert data.dialogues[0] == read_dialogue_file(kokorochat_root / "10.json")
 
 
-def test_hub_offline_is_a_clear_error(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
-    with pytest.raises(DataError, match="HF_HUB_OFFLINE"):
-        load_kokorochat_hub()
-
-
 def test_root_search(monkeypatch, tmp_path, kokorochat_root):
     monkeypatch.setenv("KOKOROCHAT_ROOT", str(kokorochat_root.parent))  # the release folder works too
     assert find_root() == kokorochat_root
@@ -103,7 +85,7 @@ def test_root_search(monkeypatch, tmp_path, kokorochat_root):
 def test_not_found_lists_where_it_looked(monkeypatch, tmp_path):
     monkeypatch.delenv("KOKOROCHAT_ROOT", raising=False)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("kokorozoo.data.kokorochat.Path.resolve", lambda self: tmp_path / "a" / "b" / "c")
+    monkeypatch.setattr("kokorozoo.data.loader.Path.resolve", lambda self: tmp_path / "a" / "b" / "c")
     with pytest.raises(FileNotFoundError) as e:
         find_root()
     assert "KOKOROCHAT_ROOT" in str(e.value)

@@ -1,4 +1,5 @@
-"""Every kind of bad input: one clear error naming the file and the field; `skip` loses nothing."""
+"""Every kind of bad input: one clear error naming the file and the field; `skip` loses nothing; a
+dialogue written back as a record reads back equal."""
 
 import gc
 import json
@@ -9,7 +10,8 @@ import sys
 import pytest
 
 from kokorozoo.cli import main
-from kokorozoo.data import DataError, load_kokorochat, read_dialogue_file
+from kokorozoo.data import DataError, load_kokorochat, parse_dialogue, read_dialogue_file
+from kokorozoo.data.validation import dialogue_record
 
 GOOD = ("10", "11", "12")
 
@@ -150,3 +152,9 @@ def test_duplicate_ids_are_an_error(tmp_path, folder):
 
     with pytest.raises(DataError, match="more than once"):
         dialogues_from_rows([raw(folder), raw(folder)])
+
+
+def test_a_dialogue_written_as_a_record_reads_back_equal(kokorochat):
+    for dialogue in kokorochat.dialogues[:50]:
+        record = json.loads(json.dumps(dialogue_record(dialogue), ensure_ascii=False))  # as a file holds it
+        assert parse_dialogue(record, dialogue.id) == dialogue

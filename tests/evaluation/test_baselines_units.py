@@ -26,7 +26,7 @@ from sklearn.utils.extmath import randomized_svd
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from kokorozoo.data.dialogue import dialogue_turns
-from kokorozoo.data.kokorochat import Dialogue, Feedback, Topic, Utterance
+from kokorozoo.data.records import Dialogue, Feedback, Topic, Utterance
 from kokorozoo.data.splits import Split, score_split
 from kokorozoo.data.stats import STATISTICS, dialogue_statistics
 from kokorozoo.evaluation import baselines

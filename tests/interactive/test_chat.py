@@ -8,7 +8,7 @@ import pytest
 
 from kokorozoo.cli import main
 from kokorozoo.data import dialogue_turns, load_kokorochat, read_dialogue_file
-from kokorozoo.data.kokorochat import ITEM_NAMES
+from kokorozoo.data.records import ITEM_NAMES
 from kokorozoo.interactive.sessions import OPENING
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from kokorozoo.data.kokorochat import find_root, read_dialogue_file, sort_key
+from kokorozoo.data.loader import find_root, read_dialogue_file, sort_key
 
 DIALOGUE_IDS = ("4", "7", "8", "10", "11", "12")
 

@@ -12,7 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from _kokoro_pairs import response_pairs
 
-from kokorozoo.data.kokorochat import NUM_ITEMS
+from kokorozoo.data.records import NUM_ITEMS
 from kokorozoo.metrics import Distinct, score_metrics, text_metrics
 
 WORLD = 2

@@ -9,7 +9,7 @@ import pytest
 import torch
 from _kokoro_pairs import dialogues
 
-from kokorozoo.data.kokorochat import ITEM_MAX, NUM_ITEMS
+from kokorozoo.data.records import ITEM_MAX, NUM_ITEMS
 from kokorozoo.metrics import ScoreAccuracy, ScoreMAE, constant_predictions, item_modes, score_metrics
 
 pytestmark = pytest.mark.mutation  # fast enough to run per mutant

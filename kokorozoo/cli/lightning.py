@@ -25,6 +25,7 @@ import math
 import os
 import sys
 import tempfile
+from argparse import ArgumentError
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
-from kokorozoo.cli import LIGHTNING_COMMANDS
+from kokorozoo.cli.common import INTERRUPTED
 from kokorozoo.data.datamodules import KokoroChatDataModule
 from kokorozoo.errors import UsageError
 from kokorozoo.registry import discover_tasks
@@ -48,10 +49,6 @@ GPU_ACCELERATORS = ("gpu", "cuda")
 
 class NothingToDo(Exception):
     """The command has nothing left to do (e.g. resuming a finished run): said in one line, exit 0."""
-
-
-#: The exit status of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
-INTERRUPTED = 130
 
 
 class KokorozooCLI(LightningCLI):
@@ -72,14 +69,17 @@ class KokorozooCLI(LightningCLI):
 
     # -- what the checkpoint may and may not change ------------------------------------------------
 
-    def _parse_ckpt_path(self) -> None:
-        """Read the task's settings from a checkpoint, but keep the user's output location and
-        how the user asked to read the model (:func:`_reading_settings`), and refuse a checkpoint of another task than the one configured. (The first hook after
-        parsing: the other checks of the parsed settings run here too, before anything prints.)"""
+    def parse_arguments(self, parser, args) -> None:
+        """Check the parsed settings before anything prints: a GPU asked for, and a checkpoint of
+        another task than the one configured; note the settings a checkpoint may not change
+        (:func:`_reading_settings`), which Lightning then reads from the checkpoint."""
+        super().parse_arguments(parser, args)
+        self._kept: dict[str, Any] = {}
         sub = self.config.get("subcommand")
-        if sub:
-            self._check_accelerator(self.config[sub])
-        ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+        if not sub:
+            return
+        self._check_accelerator(self.config[sub])
+        ckpt_path = self.config[sub].get("ckpt_path")
         if not ckpt_path or ckpt_path in ("best", "last", "hpc", "registry"):
             return
         saved = read_checkpoint(ckpt_path)
@@ -90,10 +90,13 @@ class KokorozooCLI(LightningCLI):
                 f"{ckpt_path} was written by {written_by.rpartition('.')[2]} ({written_by}), but the config names"
                 f" {configured.rpartition('.')[2]} ({configured}): use that task's config, or a checkpoint of this one"
             )
-        kept = _reading_settings(configured, self.config[sub].model.init_args) if configured else {}
-        super()._parse_ckpt_path()
-        for name, value in kept.items():
-            setattr(self.config[sub].model.init_args, name, value)
+        self._kept = _reading_settings(configured, self.config[sub].model.init_args) if configured else {}
+
+    def before_instantiate_classes(self) -> None:
+        """The task's settings now come from the checkpoint, but the user's output location and
+        how the user asked to read the model stay."""
+        for name, value in self._kept.items():
+            setattr(self.config[self.subcommand].model.init_args, name, value)
 
     # -- before anything runs ----------------------------------------------------------------------
 
@@ -110,17 +113,19 @@ class KokorozooCLI(LightningCLI):
     def after_instantiate_classes(self) -> None:
         self.model.connect_datamodule(self.datamodule)
 
-    def _instantiate_trainer(self, config, callbacks):
-        given = list(config.get("callbacks") or []) + list(callbacks)
-        self.last_checkpoint = LastCheckpoint(self.config[self.subcommand].get("last_every_n_steps", 0))
+    def instantiate_trainer(self, **kwargs):
+        """The trainer with the task's best checkpoint (unless the config brings a
+        ``ModelCheckpoint``), :class:`LastCheckpoint` and the run's loggers (unless configured)."""
+        config = self.config_init[self.subcommand].trainer
+        callbacks = list(config.get("callbacks") or [])
         if config.get("enable_checkpointing", True) is not False:
-            if not any(isinstance(c, ModelCheckpoint) for c in given):
-                callbacks = [*callbacks, task_checkpoint(self.model)]
-            callbacks = [*callbacks, self.last_checkpoint]
+            if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+                callbacks.append(task_checkpoint(self.model))
+            callbacks.append(LastCheckpoint(self.config[self.subcommand].get("last_every_n_steps", 0)))
+        defaults: dict[str, Any] = {"callbacks": callbacks}
         if config.get("logger") in (None, True):
-            root = config.get("default_root_dir") or "."
-            config = {**config, "logger": default_loggers(root, self._resumed_run())}
-        return super()._instantiate_trainer(config, callbacks)
+            defaults["logger"] = default_loggers(config.get("default_root_dir") or ".", self._resumed_run())
+        return super().instantiate_trainer(**{**defaults, **kwargs})
 
     def _resumed_run(self) -> Path | None:
         """The run folder ``fit --ckpt_path`` continues in."""
@@ -303,8 +308,20 @@ def lightning_messages_to_stdout() -> None:
                 handler.setStream(sys.stdout)
 
 
+def config_error_line(error: ArgumentError) -> str:
+    """jsonargparse explains a bad setting as a chain of exceptions, from the key (the outermost,
+    its first line) down to the reason (the innermost, e.g. ``Option 'lr_typo' is not accepted``):
+    the key and the reason, in one line."""
+    reason: BaseException = error
+    while reason.__cause__ is not None:
+        reason = reason.__cause__
+    key, because = (str(e).strip().partition("\n")[0] for e in (error, reason))
+    return key if because in key else f"{key} {because}"
+
+
 def run_lightning_cli(args: Sequence[str] | None = None) -> int:
-    """Run LightningCLI on ``args`` (``None``: the command line)."""
+    """Run LightningCLI on ``args`` (``None``: the command line); a bad setting is a
+    :class:`UsageError` in one line."""
     check_config_files(list(sys.argv[1:] if args is None else args))
     lightning_messages_to_stdout()
     discover_tasks()  # import every task so short class names resolve in configs
@@ -318,8 +335,10 @@ def run_lightning_cli(args: Sequence[str] | None = None) -> int:
             args=None if args is None else list(args),
             save_config_kwargs={"overwrite": True},
             trainer_defaults={"use_distributed_sampler": False},
-            parser_kwargs={"exit_on_error": False, **{command: no_exit for command in LIGHTNING_COMMANDS}},
+            parser_kwargs={"exit_on_error": False, **{command: no_exit for command in KokorozooCLI.subcommands()}},
         )
+    except ArgumentError as e:
+        raise UsageError(config_error_line(e)) from None
     except NothingToDo as e:
         print(f"kokorozoo: {e}")
     except Interrupted as e:
@@ -327,6 +346,3 @@ def run_lightning_cli(args: Sequence[str] | None = None) -> int:
         return INTERRUPTED
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(run_lightning_cli(sys.argv[1:]))

@@ -6,12 +6,12 @@ each metric under its rule) beside the model, and the model's figures under each
 
 Run five seeds, then aggregate (anything after ``--`` goes to every ``kokorozoo fit``)::
 
-    python -m kokorozoo.seeds --config configs/paper/score.yaml --seeds 0 1 2 3 4 --out runs/seeds/score
-    python -m kokorozoo.seeds --config configs/score.yaml --seeds 0 1 -- --trainer.max_epochs=2
+    kokorozoo seeds --config configs/paper/score.yaml --seeds 0 1 2 3 4 --out runs/seeds/score
+    kokorozoo seeds --config configs/score.yaml --seeds 0 1 -- --trainer.max_epochs=2
 
 Aggregate runs that already exist (``metrics.json`` files, or folders searched for them)::
 
-    python -m kokorozoo.seeds --aggregate runs/seeds/score [--out DIR]
+    kokorozoo seeds --aggregate runs/seeds/score [--out DIR]
 
 Each seed runs ``kokorozoo fit --config CONFIG --seed_everything=S --data.init_args.seed=S`` in
 its own process, writing everything (checkpoints, logs, ``predictions.jsonl``, ``metrics.json``)
@@ -30,6 +30,8 @@ import subprocess
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+from kokorozoo.errors import UsageError
 
 METRICS = ("acc", "acc_soft", "mae")
 #: The columns of a summary: the model's test metrics, then the mode baseline's; then, for the runs
@@ -140,50 +142,47 @@ def fit_command(config: str, seed: int, out: Path, extra: Sequence[str]) -> list
     ]  # fmt: skip
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    extra = args[args.index("--") + 1 :] if "--" in args else []
-    args = args[: args.index("--")] if "--" in args else args
-    parser = argparse.ArgumentParser(
-        prog="python -m kokorozoo.seeds",
-        description="Fit a score-prediction config once per seed, then print and save mean ± std of ACC, "
-        "ACC_soft and MAE with the per-item-mode and non-neural baselines beside them. Options after -- go to every kokorozoo fit.",
-    )
-    parser.add_argument("--config", help="the config to fit (e.g. configs/paper/score.yaml)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(PAPER_SEEDS), help="default: 0 1 2 3 4")
-    parser.add_argument("--out", help="where runs and the summary go (default: runs/seeds/<config name>)")
-    parser.add_argument(
-        "--aggregate", nargs="+", metavar="PATH", help="only aggregate: metrics.json files or folders holding them"
-    )
-    opts = parser.parse_args(args)
-    if bool(opts.config) == bool(opts.aggregate):
-        parser.error("give either --config (to run seeds) or --aggregate (to summarize existing runs)")
-
+def _seeds(args: argparse.Namespace) -> int:
     failed = []
-    if opts.aggregate:
-        out = Path(opts.out) if opts.out else None
-        paths = opts.aggregate
+    if args.aggregate:
+        out = Path(args.out) if args.out else None
+        paths = args.aggregate
     else:
-        out = Path(opts.out or Path("runs") / "seeds" / Path(opts.config).stem)
-        for seed in opts.seeds:
+        out = Path(args.out or Path("runs") / "seeds" / Path(args.config).stem)
+        for seed in args.seeds:
             print(f"== seed {seed}: {out / f'seed_{seed}'}", flush=True)
-            if subprocess.run(fit_command(opts.config, seed, out, extra)).returncode != 0:
+            if subprocess.run(fit_command(args.config, seed, out, args.fit_args)).returncode != 0:
                 failed.append(seed)
-        paths = [out / f"seed_{s}" / "metrics.json" for s in opts.seeds if s not in failed]
+        paths = [out / f"seed_{s}" / "metrics.json" for s in args.seeds if s not in failed]
     try:
         result = aggregate(find_metrics(paths))
     except (ValueError, FileNotFoundError) as e:
-        print(f"kokorozoo.seeds: error: {e}", file=sys.stderr)
-        return 2
+        raise UsageError(str(e)) from None
     print(format_table(result))
     if out is not None:
         write_summary(result, out)
         print(f"summary: {out / 'summary.json'}, {out / 'summary.csv'}")
     if failed:
-        print(f"kokorozoo.seeds: seeds {failed} failed (not in the summary)", file=sys.stderr)
+        print(f"kokorozoo seeds: seeds {failed} failed (not in the summary)", file=sys.stderr)
         return 1
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    """``kokorozoo seeds``."""
+    seeds = commands.add_parser(
+        "seeds",
+        help="fit a score config once per seed and report mean ± std",
+        description="Fit a score-prediction config once per seed, then print and save mean ± std of ACC, "
+        "ACC_soft and MAE with the per-item-mode and non-neural baselines beside them. Options after -- go to "
+        "every kokorozoo fit.",
+    )
+    what = seeds.add_mutually_exclusive_group(required=True)
+    what.add_argument("--config", help="the config to fit (e.g. configs/paper/score.yaml)")
+    what.add_argument(
+        "--aggregate", nargs="+", metavar="PATH", help="only aggregate: metrics.json files or folders holding them"
+    )
+    seeds.add_argument("--seeds", type=int, nargs="+", default=list(PAPER_SEEDS), help="default: 0 1 2 3 4")
+    seeds.add_argument("--out", help="where runs and the summary go (default: runs/seeds/<config name>)")
+    seeds.add_argument("fit_args", nargs="*", metavar="-- FIT_OPTION", help="given to every kokorozoo fit")
+    seeds.set_defaults(handler=_seeds)

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from kokorozoo.data.kokorochat import DEFAULT_SEARCH_PATHS_DOC
+from kokorozoo.data.loader import DEFAULT_SEARCH_PATHS_DOC
 from kokorozoo.data.splits import SCORE_SPLITS
 from kokorozoo.errors import UsageError
 
@@ -67,7 +67,7 @@ def _baseline_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_baseline_parser(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: argparse._SubParsersAction) -> None:
     """``kokorozoo baseline score``."""
     baseline = commands.add_parser(
         "baseline",

@@ -1,0 +1,66 @@
+"""The ``kokorozoo`` command: one module a command, this one only dispatches.
+
+``kokorozoo fit|validate|test|predict`` go to LightningCLI (:mod:`kokorozoo.cli.lightning`); the
+other commands are argparse subcommands, each with its parser and handler in its own module. A
+user's mistake (bad data, a missing file, a wrong option) ends in one line on stderr and exit
+code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from kokorozoo.cli import baseline, chat, data, export, report, seeds, simulate, tasks
+from kokorozoo.cli.common import USAGE_ERROR, fail
+from kokorozoo.data.validation import DataError
+from kokorozoo.errors import UsageError
+from kokorozoo.registry import RegistryError
+
+#: The commands LightningCLI runs (its own ``subcommands()``; named here so that dispatching
+#: imports neither torch nor Lightning).
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+#: The other commands, in the order ``kokorozoo --help`` lists them.
+COMMANDS = (data, export, tasks, report, chat, simulate, baseline, seeds)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The errors that are a user's mistake; the backbone's and the checkpoints' only once they
+    are imported (they import torch, which the light commands never need)."""
+    errors: list[type[BaseException]] = [DataError, FileNotFoundError, UsageError, RegistryError]
+    if "kokorozoo.backbone" in sys.modules:
+        errors.append(sys.modules["kokorozoo.backbone"].BackboneError)
+    if "kokorozoo.tasks.base" in sys.modules:
+        errors.append(sys.modules["kokorozoo.tasks.base"].CheckpointError)
+    return tuple(errors)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kokorozoo",
+        description="Japanese counseling-dialogue models on KokoroChat.",
+        epilog="Training and evaluation: kokorozoo {fit,validate,test,predict} --config FILE "
+        "(see `kokorozoo fit --help`).",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if args and args[0] in LIGHTNING_COMMANDS:
+            from kokorozoo.cli.lightning import run_lightning_cli
+
+            return run_lightning_cli(None if argv is None else args)
+        parser = build_parser()
+        parsed = parser.parse_args(args)
+        if parsed.command is None:
+            parser.print_help()
+            return USAGE_ERROR
+        return parsed.handler(parsed)
+    except _user_errors() as e:
+        return fail(str(e))
