@@ -39,6 +39,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from kokorozoo.cli import LIGHTNING_COMMANDS
 from kokorozoo.data.datamodules import KokoroChatDataModule
 from kokorozoo.errors import UsageError
+from kokorozoo.evaluation.writer import ResultWriter
 from kokorozoo.registry import discover_tasks
 from kokorozoo.runs import Interrupted, LastCheckpoint, finished_state, run_folder
 from kokorozoo.tasks.base import CHECKPOINT_KEY, Task, read_checkpoint, task_class
@@ -112,6 +113,8 @@ class KokorozooCLI(LightningCLI):
 
     def _instantiate_trainer(self, config, callbacks):
         given = list(config.get("callbacks") or []) + list(callbacks)
+        if not any(isinstance(c, ResultWriter) for c in given):  # test/predict rows, baselines, files
+            callbacks = [*callbacks, ResultWriter()]
         self.last_checkpoint = LastCheckpoint(self.config[self.subcommand].get("last_every_n_steps", 0))
         if config.get("enable_checkpointing", True) is not False:
             if not any(isinstance(c, ModelCheckpoint) for c in given):

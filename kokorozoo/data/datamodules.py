@@ -57,6 +57,11 @@ class KokoroChatDataModule(LightningDataModule):
         num_workers: DataLoader workers.
     """
 
+    #: Which kind of split :meth:`make_split` draws (named in every report), and the language of
+    #: the dialogues' text.
+    split_kind: str = "random"
+    language: str = "ja"
+
     def __init__(
         self,
         root: str | None = None,
@@ -113,7 +118,16 @@ class KokoroChatDataModule(LightningDataModule):
         the model as it was trained, with no config."""
         return {"max_length": self.max_length}
 
-    def _require_tokenizer(self):
+    def train_labels(self) -> torch.Tensor | None:
+        """The training part's labels, [N] or [N, items]: what the constant baseline (each label's
+        most frequent value) is fit on. None: this data has no such baseline."""
+        return None
+
+    def whole_split(self) -> Split:
+        """The split of all dialogues, no ``limit_*`` applied: what the baselines are fit on."""
+        return self.make_split(self.data.dialogues)
+
+    def require_tokenizer(self):
         if self.tokenizer is None:
             raise RuntimeError("no tokenizer: call datamodule.connect(task.tokenizer) before use")
         return self.tokenizer
@@ -285,7 +299,7 @@ class ResponseDataModule(KokoroChatDataModule):
         return {**super().prompt_settings(), "role": self.role, "system_prompt": self.system_prompt}
 
     def encode(self, dialogue: Dialogue):
-        return encode_dialogue(self._require_tokenizer(), dialogue_turns(dialogue), self.system_prompt, self.role)
+        return encode_dialogue(self.require_tokenizer(), dialogue_turns(dialogue), self.system_prompt, self.role)
 
     def encode_part(self, part: Part, dialogues: Sequence[Dialogue]) -> list:
         if part == "test":
@@ -317,7 +331,7 @@ class ResponseDataModule(KokoroChatDataModule):
         needs any, is done there)."""
         if part == "test":
             return {"requests": list(samples)}
-        return batch_samples(samples, self._require_tokenizer().pad_token_id, self.packing)
+        return batch_samples(samples, self.require_tokenizer().pad_token_id, self.packing)
 
 
 def _check_split_kind(kind: str, kinds: tuple[str, ...]) -> None:
@@ -402,7 +416,7 @@ class ScoreDataModule(KokoroChatDataModule):
             Turn("client", self.instruction, 0),  # user: the request
             Turn("counselor", format_scores(dialogue.feedback.items), 0),  # assistant: the answer
         ]
-        encoded = encode_dialogue(self._require_tokenizer(), turns, self.system_prompt)
+        encoded = encode_dialogue(self.require_tokenizer(), turns, self.system_prompt)
         answer = len(turns) - 1
         request = encoded.prefix + encoded.ends[answer] - encoded.starts[answer - 1]
         if request > self.max_length:
@@ -417,7 +431,10 @@ class ScoreDataModule(KokoroChatDataModule):
 
     def training_part(self) -> list[Dialogue]:
         """The whole training part of this seed's split (never cut by ``limit_train``)."""
-        return self.make_split(self.data.dialogues).train
+        return self.whole_split().train
+
+    def train_labels(self) -> torch.Tensor:
+        return self.train_scores()
 
     def train_scores(self) -> torch.Tensor:
         """The training part's gold scores, LongTensor[N, 20]: what the constant per-item-mode
@@ -430,4 +447,4 @@ class ScoreDataModule(KokoroChatDataModule):
         return torch.tensor([dialogue_statistics(d) for d in self.training_part()], dtype=torch.float32)
 
     def collate(self, samples: Sequence[ScoreSample], part: Part) -> dict:
-        return collate_scores(samples, self._require_tokenizer().pad_token_id, self.packing)
+        return collate_scores(samples, self.require_tokenizer().pad_token_id, self.packing)

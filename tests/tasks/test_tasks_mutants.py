@@ -25,11 +25,12 @@ from _references import (
     reference_text_metrics,
     score_arrays,
 )
-from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader
 
 from kokorozoo.data import ITEM_NAMES
-from kokorozoo.data.datamodules import GenerationRequest, ScoreSample, collate_scores
+from kokorozoo.data.datamodules import GenerationRequest, ResponseDataModule, ScoreDataModule, ScoreSample, collate_scores
+from kokorozoo.evaluation.writer import ResultWriter
 from kokorozoo.data.score_format import format_scores, parse_scores
 from kokorozoo.tasks import ResponseTask, ScoreHeadsTask, ScoreTask
 
@@ -50,30 +51,45 @@ def tiny_llama(dtype=torch.float32):
 SEED = 7
 
 
-class Data(LightningDataModule):
+class _Data:
     """A test part of ``samples`` in batches of 2, a training part of ``train`` gold scores (for
-    the mode baseline) and a split ``seed``, each only when given; ``data`` and ``make_split``
-    name the samples' dialogues for the baselines that read them (stubbed in these tests)."""
+    the mode baseline) and split ``seed``; ``data`` and ``whole_split`` name the samples'
+    dialogues for the baselines that read them (stubbed in these tests)."""
 
-    def __init__(self, samples, collate, train=None, seed=SEED, **attributes):
-        super().__init__()
-        self.samples, self.collate = samples, collate
-        if train is not None:
-            self.train_scores = lambda: torch.tensor(train)
-        if seed is not None:
-            self.seed = seed
-        vars(self).update(attributes)  # split_kind, role
-        dialogues = [SimpleNamespace(id=s.dialogue_id) for s in samples]
-        self.data = SimpleNamespace(dialogues=dialogues)
-        self.make_split = lambda dialogues: SimpleNamespace(train=dialogues[:1], val=dialogues[1:2], test=dialogues)
+    def __init__(self, samples, collate, train=None, seed=SEED, **settings):
+        super().__init__(seed=seed, **settings)
+        self.test_samples, self.collate_batch, self.train = samples, collate, train
+        self.dialogues = [SimpleNamespace(id=s.dialogue_id) for s in samples]
+
+    @property
+    def data(self):
+        return SimpleNamespace(dialogues=self.dialogues, by_id=lambda: {d.id: d for d in self.dialogues})
+
+    def whole_split(self):
+        return SimpleNamespace(train=self.dialogues[:1], val=self.dialogues[1:2], test=self.dialogues)
+
+    def train_labels(self):
+        return None if self.train is None else torch.tensor(self.train)
+
+    def setup(self, stage=None):
+        pass
 
     def test_dataloader(self):
-        return DataLoader(self.samples, batch_size=2, collate_fn=self.collate)
+        return DataLoader(self.test_samples, batch_size=2, collate_fn=self.collate_batch)
+
+
+class ScoreData(_Data, ScoreDataModule):
+    pass
+
+
+class ResponseData(_Data, ResponseDataModule):
+    pass
 
 
 def trainer(tmp_path, accelerator="cpu") -> Trainer:
     return Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
-                   enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
+                   enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                   callbacks=[ResultWriter()])  # fmt: skip
 
 
 def read_jsonl(path):
@@ -162,7 +178,7 @@ def test_heads_test_path_reports_what_their_logits_imply(tmp_path, classical_bas
     task.configure_heads(type("Backbone", (), {"model": model})())
     torch.nn.init.normal_(task.heads.weight, std=3.0)  # spread the levels the heads choose
     samples = score_samples()
-    data = Data(samples, collate, TRAIN, split_kind="client_disjoint")
+    data = ScoreData(samples, collate, TRAIN, split_kind="client_disjoint")
     [logged] = trainer(tmp_path).test(task, datamodule=data, verbose=False)
     rows = read_jsonl(tmp_path / "predictions.jsonl")
     report = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
@@ -261,7 +277,7 @@ def test_constrained_test_path_reports_the_digits_distributions(tmp_path):
                      scoring="constrained")  # fmt: skip
     task.model, task._tokenizer = model, CharTokenizer()
     samples = score_samples()
-    [logged] = trainer(tmp_path).test(task, datamodule=Data(samples, collate, TRAIN), verbose=False)
+    [logged] = trainer(tmp_path).test(task, datamodule=ScoreData(samples, collate, TRAIN), verbose=False)
     rows = read_jsonl(tmp_path / "predictions.jsonl")
     report = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
 
@@ -306,7 +322,7 @@ def test_text_test_path_reports_what_its_answers_parse_to(tmp_path, accelerator)
     samples, prompts = score_samples(), []
     answers = iter([ANSWERS[:2], ANSWERS[2:4], ANSWERS[4:]])
     task.generate = lambda prompt: prompts.append(prompt) or next(answers)
-    [logged] = trainer(tmp_path, accelerator).test(task, datamodule=Data(samples, collate, TRAIN), verbose=False)
+    [logged] = trainer(tmp_path, accelerator).test(task, datamodule=ScoreData(samples, collate, TRAIN), verbose=False)
     for prompt, i in zip(prompts, (0, 2, 4)):  # each batch's left-padded prompts are what is answered
         expected = collate(samples[i : i + 2])["prompt"]
         assert all(torch.equal(prompt[k].cpu(), expected[k]) for k in ("input_ids", "attention_mask"))
@@ -330,15 +346,7 @@ def test_score_test_needs_the_training_scores_for_its_baseline(tmp_path):
     with pytest.raises(RuntimeError, match=message):
         task.on_test_epoch_start()  # no trainer at all
     with pytest.raises(RuntimeError, match=message):
-        trainer(tmp_path).test(task, datamodule=Data(score_samples()[:2], collate), verbose=False)
-
-
-def test_a_datamodule_without_a_seed_reports_none(tmp_path):
-    task = ScoreTask(quantization="none", compute_dtype="float32", lora=None, output_dir=str(tmp_path))
-    task.model = torch.nn.Linear(1, 1)
-    task.generate = lambda prompt: ANSWERS[:2]
-    trainer(tmp_path).test(task, datamodule=Data(score_samples()[:2], collate, TRAIN, seed=None), verbose=False)
-    assert json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))["seed"] is None
+        trainer(tmp_path).test(task, datamodule=ScoreData(score_samples()[:2], collate), verbose=False)
 
 
 def test_heads_validation_scores_their_argmax(tmp_path):
@@ -349,7 +357,7 @@ def test_heads_validation_scores_their_argmax(tmp_path):
     task.configure_heads(type("Backbone", (), {"model": model})())
     torch.nn.init.normal_(task.heads.weight, std=3.0)
     samples = score_samples()
-    data = Data(samples, collate, TRAIN)
+    data = ScoreData(samples, collate, TRAIN)
     data.val_dataloader = data.test_dataloader
     [logged] = trainer(tmp_path).validate(task, datamodule=data, verbose=False)
     task.eval()
@@ -366,7 +374,7 @@ def test_heads_report_by_rule_for_a_single_dialogue(tmp_path):
     task = ScoreHeadsTask(quantization="none", compute_dtype="float32", lora=None, output_dir=str(tmp_path))
     task.model = model
     task.configure_heads(type("Backbone", (), {"model": model})())
-    trainer(tmp_path).test(task, datamodule=Data(score_samples()[:1], collate, TRAIN), verbose=False)
+    trainer(tmp_path).test(task, datamodule=ScoreData(score_samples()[:1], collate, TRAIN), verbose=False)
     report = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
     assert report["dialogues"] == 1 and set(report["by_rule"]) == {"acc", "acc_soft", "mae"}
 
@@ -415,7 +423,7 @@ def test_response_test_path_reports_what_its_generations_score(tmp_path, tokeniz
 
     task.generate_text = generate_text
     requests = response_requests()
-    data = Data(requests, lambda batch: {"requests": list(batch)})
+    data = ResponseData(requests, lambda batch: {"requests": list(batch)})
     [logged] = trainer(tmp_path).test(task, datamodule=data, verbose=False)
     assert [c[0] for c in calls] == [[r.prompt_ids for r in requests[i : i + 2]] for i in (0, 2, 4)]
     assert all(c[1:] == (11, 3, True) for c in calls)  # the model's decoding settings, shared prefixes
@@ -455,18 +463,9 @@ def test_response_generation_mode_is_passed_and_checked():
         ResponseTask(generation="sample")
 
 
-def response_test(tmp_path, monkeypatch, **attributes) -> tuple[dict, list]:
-    """A response test run of PAIRS' generations (character tokens) with a datamodule holding
-    ``attributes``; the report, and the settings every text metric set was built with."""
-    built = []
-
-    def text_metrics(*args, **kwargs):
-        built.append((args, kwargs))
-        return real_text_metrics(*args, **kwargs)
-
-    from kokorozoo.metrics import text_metrics as real_text_metrics
-
-    monkeypatch.setattr("kokorozoo.tasks.response.text_metrics", text_metrics)
+def response_test(tmp_path, monkeypatch, **settings) -> dict:
+    """A response test run of PAIRS' generations (character tokens) with a datamodule built with
+    ``settings``: its report."""
     monkeypatch.setattr(
         "kokorozoo.evaluation.baselines.response_baselines",
         lambda train, targets: {name: texts[: len(targets)] for name, texts in RESPONSE_BASELINES.items()},
@@ -474,19 +473,16 @@ def response_test(tmp_path, monkeypatch, **attributes) -> tuple[dict, list]:
     task = ResponseTask(quantization="none", lora=None, output_dir=str(tmp_path), metrics_tokenize="char")
     task.model = torch.nn.Linear(1, 1)
     task.generate_text = lambda prompts, *args: [g for g, _ in PAIRS][: len(prompts)]
-    data = Data(response_requests()[:2], lambda batch: {"requests": list(batch)}, **attributes)
+    data = ResponseData(response_requests()[:2], lambda batch: {"requests": list(batch)}, **settings)
     trainer(tmp_path).test(task, datamodule=data, verbose=False)
-    return json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8")), built
+    return json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
 
 
-def test_response_baselines_are_scored_on_their_own_rows_only(tmp_path, monkeypatch):
-    """The model's metrics sum each process's rows; every process holds all rows of a baseline, so
-    its figures must not be summed across processes."""
-    report, built = response_test(tmp_path, monkeypatch, split_kind="counselor_disjoint")
+def test_the_report_names_the_split(tmp_path, monkeypatch):
+    report = response_test(tmp_path, monkeypatch, split_kind="counselor_disjoint")
     assert report["split"] == "counselor_disjoint" and set(report["baselines"]) == set(RESPONSE_BASELINES)
-    assert built == [(("char",), {})] + [(("char",), {"sync_on_compute": False})] * len(RESPONSE_BASELINES)
 
 
 def test_a_client_model_is_reported_without_the_counselor_baselines(tmp_path, monkeypatch):
-    report, _ = response_test(tmp_path, monkeypatch, role="client")
+    report = response_test(tmp_path, monkeypatch, role="client")
     assert report["baselines"] == {} and report["split"] == "random"
