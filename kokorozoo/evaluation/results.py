@@ -24,14 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from kokorozoo.data.kokorochat import ITEM_NAMES
-from kokorozoo.metrics.scores import SCORE_METRICS
+from kokorozoo.metrics.scores import BY_RULE, MODEL, SCORE_METRICS
 from kokorozoo.metrics.text import TEXT_METRICS
 
 METRICS_FILE = "metrics.json"
-#: The name of the model's own row among a result's systems.
-MODEL = "model"
-#: The model's figures with each metric under its own rule (a model that gives distributions).
-BY_RULE = "by_rule"
 #: Baselines written at the top level of ``metrics.json`` (the score tasks' layout); the others go
 #: under ``baselines``.
 TOP_LEVEL_BASELINES = ("baseline", "classical")

@@ -136,6 +136,9 @@ class ScoreMAE(_ItemMetric):
 
 #: The score-prediction metrics' names, in the order every table shows them.
 SCORE_METRICS = ("acc", "acc_soft", "mae")
+#: How a result names the model's own figures, and the model's figures with each metric under its
+#: own rule (see :mod:`kokorozoo.evaluation.results`).
+MODEL, BY_RULE = "model", "by_rule"
 
 
 def score_metrics(**kwargs) -> MetricCollection:

@@ -11,11 +11,12 @@ then an instruction naming the 20 items in Japanese, rendered by the one chat te
 **Metrics** (:mod:`kokorozoo.metrics.scores`): ACC, ACC_soft and MAE over all (dialogue, item) pairs
 and per item; an invalid item counts as wrong and as an error of 5, and the invalid count is
 reported. Beside them, always, the constant baseline: each item's mode on this seed's whole
-training part. Test logs ``test_acc``, ``test_acc_soft``, ``test_mae``, ``test_invalid`` and
-``baseline_acc``, ``baseline_acc_soft``, ``baseline_mae`` (Lightning's table shows both), and
-writes ``predictions.jsonl`` (per dialogue: id, gold, predicted with null for invalid, and the raw
-generation for the text variant) and ``metrics.json``. Validation computes the same metrics; the
-best checkpoint is the one with the highest ``val_acc``, as in the paper.
+training part (scored here, :meth:`_ScoreTask.score_constant`; chosen and written by the
+evaluation layer, :mod:`kokorozoo.evaluation.writer`, with the non-neural baseline). Test logs
+``test_acc``, ``test_acc_soft``, ``test_mae``, ``test_invalid`` (the writer adds
+``baseline_acc`` ...), and its rows (per dialogue: id, gold, predicted with null for invalid, and
+the raw generation for the text variant) go to ``predictions.jsonl``. Validation computes the same
+metrics; the best checkpoint is the one with the highest ``val_acc``, as in the paper.
 
 **The heads** (:class:`ScoreHeadsTask`): 20 independent linear classifiers over the six levels
 0-5, on the final (normed) hidden state of the prompt's last token, trained with the mean
@@ -54,6 +55,7 @@ from kokorozoo.errors import UsageError
 from kokorozoo.data.datamodules import KokoroChatDataModule
 from kokorozoo.metrics import SCORE_METRICS, constant_predictions, item_modes, point_figures, rule_figures, score_metrics
 from kokorozoo.metrics.rules import METRIC_RULES
+from kokorozoo.metrics.scores import BY_RULE, MODEL
 from kokorozoo.tasks.base import Task
 
 __all__ = ["ScoreHeadsTask", "ScoreTask"]
@@ -63,13 +65,11 @@ NUM_LEVELS = ITEM_MAX + 1
 HEADS_FILE = "score_heads.safetensors"
 #: What :class:`ScoreHeadsTask` may read beside the last token's hidden state.
 HEAD_FEATURES = ("none", "statistics")
-#: The names of the model's row and of its figures by rule in a result (kokorozoo.evaluation.results).
-MODEL, BY_RULE = "model", "by_rule"
 
 
 class _ScoreTask(Task):
-    """What both score tasks share: validation by the score metrics, test against the baseline,
-    predictions and metrics files. A subclass gives the training loss and :meth:`infer` (the
+    """What both score tasks share: validation and test by the score metrics, per-dialogue rows and
+    the constant baseline's figures. A subclass gives the training loss and :meth:`infer` (the
     predicted scores)."""
 
     monitor, mode = "val_acc", "max"

@@ -57,6 +57,8 @@ class _Data:
     def test_dataloader(self):
         return DataLoader(self.test_samples, batch_size=2, collate_fn=self.collate_batch)
 
+    predict_dataloader = test_dataloader
+
 
 class ScoreData(_Data, ScoreDataModule):
     pass

@@ -303,3 +303,16 @@ def test_the_report_names_the_split(tmp_path, monkeypatch):
 def test_a_client_model_is_reported_without_the_counselor_baselines(tmp_path, monkeypatch):
     report = response_test(tmp_path, monkeypatch, role="client")
     assert report["baselines"] == {} and report["split"] == "random"
+
+
+@pytest.mark.mutation
+def test_predict_writes_the_generations_and_no_metrics(tmp_path):
+    task = ResponseTask(quantization="none", lora=None, output_dir=str(tmp_path))
+    task.model = torch.nn.Linear(1, 1)
+    task.generate_text = lambda prompts, *args: [PAIRS[p[-1] - 3][0] for p in prompts]  # prompt i ends in 3 + i
+    requests = response_requests()[:3]
+    returned = trainer(tmp_path).predict(task, datamodule=ResponseData(requests, lambda batch: {"requests": list(batch)}))
+    rows = read_jsonl(tmp_path / "generations.jsonl")
+    assert rows == [row for batch in returned for row in batch] and not (tmp_path / "metrics.json").exists()
+    assert [(r["dialogue_id"], r["generation"]) for r in rows] == [(q.dialogue_id, g.strip()) for q, (g, _) in
+                                                                    zip(requests, PAIRS)]  # fmt: skip
