@@ -54,15 +54,16 @@ class ResultWriter(Callback):
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         rows = gather_rows(trainer, self.rows)
         result = evaluate(trainer, pl_module, rows)
+        folder = output_folder(trainer, pl_module)  # on every process: the log folder is broadcast
         if trainer.is_global_zero:
-            folder = output_folder(trainer, pl_module)
             write_jsonl(folder / pl_module.predictions_file, rows)
             write_result(result, folder / METRICS_FILE)
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         rows = gather_rows(trainer, self.rows)
+        folder = output_folder(trainer, pl_module)  # on every process: the log folder is broadcast
         if trainer.is_global_zero:
-            write_jsonl(output_folder(trainer, pl_module) / pl_module.predictions_file, rows)
+            write_jsonl(folder / pl_module.predictions_file, rows)
 
 
 def evaluate(trainer: Trainer, task: Task, rows: list[dict]) -> Result:
@@ -105,7 +106,8 @@ def gather_rows(trainer: Trainer, rows: list[dict]) -> list[dict]:
 
 
 def output_folder(trainer: Trainer, task: LightningModule) -> Path:
-    """``output_dir`` of the task, or the run's log folder (created)."""
+    """``output_dir`` of the task, or the run's log folder (created). Every process must ask:
+    under DDP ``trainer.log_dir`` is broadcast from the first."""
     folder = Path(task.hparams.get("output_dir") or trainer.log_dir or ".")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
