@@ -14,18 +14,17 @@ from kokorozoo.data.loader import DEFAULT_SEARCH_PATHS_DOC
 from kokorozoo.data.splits import SCORE_SPLITS
 from kokorozoo.errors import UsageError
 
-_METRICS = (("acc", "ACC"), ("acc_soft", "ACC_soft"), ("mae", "MAE"))
 _GROUPS = (("", None), ("argmax ", "argmax"), ("mode ", "mode_baseline"))
-
-
-def _number(metric: str, value: float) -> str:
-    return f"{value:.4f}" if metric == "mae" else f"{value:.2f}"
 
 
 def format_score_baseline(result: dict) -> str:
     """The per-seed table and mean ± std: the baseline with each metric under its own rule, the
     same model under argmax alone, and the per-item-mode baseline."""
-    rules = ", ".join(f"{label} {result['rules'][metric]}" for metric, label in _METRICS)
+    from kokorozoo.evaluation.results import format_value, label
+    from kokorozoo.metrics.scores import SCORE_METRICS
+
+    metrics = [(m, label(m)) for m in SCORE_METRICS]
+    rules = ", ".join(f"{name} {result['rules'][metric]}" for metric, name in metrics)
     sizes = result["runs"][0]["sizes"]
     lines = [
         f"Score baseline ({result['split']} split: train {sizes['train']}, val {sizes['val']}, test {sizes['test']}; "
@@ -33,17 +32,17 @@ def format_score_baseline(result: dict) -> str:
         f"Rules: {rules}; 'argmax' reads all three from argmax; 'mode' is the per-item mode of train.",
         "",
     ]
-    header = ["seed", *(f"{prefix}{label}" for prefix, _ in _GROUPS for _, label in _METRICS)]
+    header = ["seed", *(f"{prefix}{name}" for prefix, _ in _GROUPS for _, name in metrics)]
 
     def cells(row: dict) -> list[str]:
-        return [_number(m, (row[group] if group else row)[m]) for _, group in _GROUPS for m, _ in _METRICS]
+        return [format_value(m, (row[group] if group else row)[m]) for _, group in _GROUPS for m, _ in metrics]
 
     def summary(stat_of: dict) -> list[str]:
         return [
-            f"{_number(m, (stat_of[group] if group else stat_of)['mean'][m])} ± "
-            f"{_number(m, (stat_of[group] if group else stat_of)['std'][m])}"
+            f"{format_value(m, (stat_of[group] if group else stat_of)['mean'][m])} ± "
+            f"{format_value(m, (stat_of[group] if group else stat_of)['std'][m])}"
             for _, group in _GROUPS
-            for m, _ in _METRICS
+            for m, _ in metrics
         ]
 
     rows = [header, *([str(run["seed"]), *cells(run)] for run in result["runs"]), ["mean ± std", *summary(result)]]

@@ -40,6 +40,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from kokorozoo.cli.common import INTERRUPTED
 from kokorozoo.data.datamodules import KokoroChatDataModule
 from kokorozoo.errors import UsageError
+from kokorozoo.evaluation.writer import ResultWriter
 from kokorozoo.registry import discover_tasks
 from kokorozoo.runs import Interrupted, LastCheckpoint, finished_state, run_folder
 from kokorozoo.tasks.base import CHECKPOINT_KEY, Task, read_checkpoint, task_class
@@ -115,9 +116,12 @@ class KokorozooCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         """The trainer with the task's best checkpoint (unless the config brings a
-        ``ModelCheckpoint``), :class:`LastCheckpoint` and the run's loggers (unless configured)."""
+        ``ModelCheckpoint``), :class:`LastCheckpoint`, the :class:`ResultWriter` and the run's loggers
+        (unless configured)."""
         config = self.config_init[self.subcommand].trainer
         callbacks = list(config.get("callbacks") or [])
+        if not any(isinstance(c, ResultWriter) for c in callbacks):  # test/predict rows, baselines, files
+            callbacks.append(ResultWriter())
         if config.get("enable_checkpointing", True) is not False:
             if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
                 callbacks.append(task_checkpoint(self.model))

@@ -25,27 +25,21 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import statistics
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from kokorozoo.errors import UsageError
+from kokorozoo.evaluation.results import LABELS, format_value, summarize_score_runs
 
-METRICS = ("acc", "acc_soft", "mae")
-#: The columns of a summary: the model's test metrics, then the mode baseline's; then, for the runs
-#: whose metrics.json has them, the non-neural baseline's and the model's under each metric's rule.
-COLUMNS = ("acc", "acc_soft", "mae", "invalid", *(f"baseline_{m}" for m in METRICS))
-OPTIONAL = ("by_rule", "classical")
-HEADERS = {"acc": "ACC", "acc_soft": "ACC_soft", "mae": "MAE", "invalid": "invalid"}
 PREFIXES = {"": "", "baseline_": "base ", "classical_": "classical ", "by_rule_": "by rule "}
 PAPER_SEEDS = (0, 1, 2, 3, 4)
 
 
 def header(column: str) -> str:
     prefix = next(p for p in sorted(PREFIXES, key=len, reverse=True) if column.startswith(p))
-    return PREFIXES[prefix] + HEADERS[column[len(prefix):]]
+    return PREFIXES[prefix] + LABELS[column[len(prefix):]]
 
 
 def find_metrics(paths: Iterable[str | Path]) -> list[Path]:
@@ -61,57 +55,15 @@ def find_metrics(paths: Iterable[str | Path]) -> list[Path]:
     return found
 
 
-def run_row(path: Path) -> dict:
-    """One run's overall numbers from its ``metrics.json`` (written by a score task's test)."""
-    report = json.loads(path.read_text(encoding="utf-8"))
-    try:
-        model, baseline = report["metrics"], report["baseline"]
-        row = {k: model[k] for k in ("acc", "acc_soft", "mae", "invalid")}
-        row.update({f"baseline_{k}": baseline[k] for k in METRICS})
-        for name in OPTIONAL:
-            if name in report:
-                row.update({f"{name}_{k}": report[name][k] for k in METRICS})
-    except (KeyError, TypeError):
-        raise ValueError(f"{path}: not a score-prediction metrics.json") from None
-    return {"run": str(path), "task": report.get("task"), "seed": report.get("seed"), "split": report.get("split"),
-            **row}
-
-
-def aggregate(paths: Sequence[Path]) -> dict:
-    """Per-run rows and, per column, mean, sample std (0 for one run) and n; ``columns`` lists the
-    summarised ones (:data:`COLUMNS`, then the optional ones every run has)."""
-    if not paths:
-        raise ValueError("no metrics.json to aggregate")
-    rows = [run_row(p) for p in paths]
-    tasks = sorted({str(r["task"]) for r in rows})
-    if len(tasks) > 1:
-        raise ValueError(f"the runs are of different tasks ({', '.join(tasks)}): aggregate one task at a time")
-    splits = sorted({str(r["split"]) for r in rows})
-    if len(splits) > 1:
-        raise ValueError(f"the runs are on different splits ({', '.join(splits)}): aggregate one split at a time")
-    optional = [f"{name}_{m}" for name in OPTIONAL for m in METRICS]
-    columns = [*COLUMNS, *(c for c in optional if all(c in r for r in rows))]
-    summary = {}
-    for column in columns:
-        values = [float(r[column]) for r in rows]
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        summary[column] = {"mean": statistics.fmean(values), "std": std, "n": len(values)}
-    return {"runs": rows, "columns": columns, "split": rows[0]["split"], "summary": summary}
-
-
-def _number(column: str, value: float) -> str:
-    return f"{value:.4f}" if column.endswith("mae") else f"{value:.0f}" if column == "invalid" else f"{value:.2f}"
-
-
 def format_table(result: dict) -> str:
     """The runs and their mean ± std as a fixed-width table (ACC in %, MAE on the 0-5 scale), one
     row a run and a column a figure, headed by the split."""
     summary, columns = result["summary"], result["columns"]
     cells = [["seed", *map(header, columns)]]
     for row in result["runs"]:
-        cells.append([str(row["seed"]), *(_number(c, row[c]) for c in columns)])
+        cells.append([str(row["seed"]), *(format_value(c, row[c]) for c in columns)])
     cells.append(
-        ["mean ± std", *(f"{_number(c, summary[c]['mean'])} ± {_number(c, summary[c]['std'])}" for c in columns)]
+        ["mean ± std", *(f"{format_value(c, summary[c]['mean'])} ± {format_value(c, summary[c]['std'])}" for c in columns)]
     )
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
     table = "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in cells)
@@ -155,7 +107,7 @@ def _seeds(args: argparse.Namespace) -> int:
                 failed.append(seed)
         paths = [out / f"seed_{s}" / "metrics.json" for s in args.seeds if s not in failed]
     try:
-        result = aggregate(find_metrics(paths))
+        result = summarize_score_runs(find_metrics(paths))
     except (ValueError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
     print(format_table(result))

@@ -9,6 +9,9 @@ with the rule that suits each metric (:mod:`kokorozoo.metrics.rules`).
 Response generation: copying the previous counselor turn, and retrieving the counselor turn that
 followed the most similar client turn of the training dialogues.
 
+At test time (:func:`run_baselines`, called by :mod:`kokorozoo.evaluation.writer`), the ones that
+apply are fit on the datamodule's whole split and scored on the rows the model was tested on.
+
 Everything here is CPU-only (numpy, scipy, scikit-learn) and deterministic.
 """
 
@@ -19,12 +22,12 @@ import hashlib
 import json
 import math
 import os
-import statistics
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,8 +43,10 @@ from kokorozoo.data.dialogue import dialogue_turns
 from kokorozoo.data.records import ITEM_MAX, NUM_ITEMS, Dialogue
 from kokorozoo.data.splits import ScoreSplitKind, Split, score_split
 from kokorozoo.data.stats import ROLES, STATISTICS, dialogue_statistics
-from kokorozoo.metrics.rules import METRIC_RULES, distribution_metrics, score_figures
+from kokorozoo.evaluation.results import summarize_rows
+from kokorozoo.metrics.rules import METRIC_RULES, distribution_metrics, rule_figures, score_figures
 from kokorozoo.metrics.scores import constant_predictions, item_modes
+from kokorozoo.metrics.text import text_metrics
 from kokorozoo.progress import progress
 
 NUM_LEVELS = ITEM_MAX + 1
@@ -240,13 +245,9 @@ class ScoreBaseline:
 
 
 def _mean_std(rows: Sequence[dict[str, float]]) -> dict[str, dict[str, float]]:
-    """Mean and sample std (n - 1, 0 for one run) of each metric, as :mod:`kokorozoo.seeds`."""
-    out: dict[str, dict[str, float]] = {"mean": {}, "std": {}}
-    for metric in METRIC_RULES:
-        values = [row[metric] for row in rows]
-        out["mean"][metric] = statistics.fmean(values)
-        out["std"][metric] = statistics.stdev(values) if len(values) > 1 else 0.0
-    return out
+    """Mean and sample std (n - 1, 0 for one run) of each metric (:func:`~kokorozoo.evaluation.results.summarize_rows`)."""
+    summaries = summarize_rows(rows, list(METRIC_RULES))
+    return {stat: {m: getattr(s, stat) for m, s in summaries.items()} for stat in ("mean", "std")}
 
 
 def evaluate_score_baseline(
@@ -399,3 +400,69 @@ def response_baselines(
         for i in (asked[start : start + _QUERY_CHUNK] @ library).toarray().argmax(axis=1)
     ]
     return {"copy_previous": copies, "retrieval": [replies[i] for i in nearest]}
+
+
+# ---------------------------------------------------------------------------------------------
+# At test time: the baselines beside a model, on the rows it was tested on
+
+
+@dataclass
+class RunBaselines:
+    """The baselines of one test run: their figures by name (a ``per_item`` entry holds per-item
+    columns), the rule behind each, and per-row fields (what each baseline answered) that go into
+    the model's rows, so that every figure can be recomputed from the file."""
+
+    figures: dict[str, dict] = field(default_factory=dict)
+    rules: dict[str, Any] = field(default_factory=dict)
+    row_fields: dict[str, list] = field(default_factory=dict)
+
+
+def most_frequent(labels: Tensor) -> Tensor:
+    """Each column's most frequent label, the smaller on a tie (so the baseline is deterministic):
+    LongTensor[items] of [N, items] labels, a 0-d tensor of [N] labels."""
+    labels = torch.as_tensor(labels).long()
+    counts = torch.nn.functional.one_hot(labels.reshape(len(labels), -1), int(labels.max()) + 1).sum(0)
+    modes = counts.argmax(-1)  # the first maximum: the smaller label
+    return modes if labels.ndim > 1 else modes[0]
+
+
+def run_baselines(task, datamodule, rows: list[dict], tokenize: str | None = None) -> RunBaselines:
+    """What ``task``'s test ``rows`` (every process's, in order) are shown beside, fit on the
+    datamodule's whole split:
+
+    - ``baseline``: the constant answer, each label's most frequent value on the training part
+      (:meth:`~kokorozoo.data.datamodules.KokoroChatDataModule.train_labels`), scored by the task
+      (:meth:`~kokorozoo.tasks.base.Task.score_constant`);
+    - score prediction: ``classical``, the non-neural score baseline's distribution, each metric
+      under its own rule (each row gets its ``classical_distribution``);
+    - response generation of counselor turns: ``copy_previous`` and ``retrieval``
+      (:func:`response_baselines`), on the run's tokenization (each row gets their ``baselines``).
+    """
+    from kokorozoo.data.datamodules import KokoroChatDataModule, ResponseDataModule, ScoreDataModule
+
+    out = RunBaselines()
+    if not rows or not isinstance(datamodule, KokoroChatDataModule):
+        return out
+    labels = datamodule.train_labels()
+    if labels is not None and len(labels):
+        section = task.score_constant(most_frequent(labels), rows)
+        if section is not None:
+            out.figures["baseline"] = section
+            out.rules["baseline"] = "the per-item mode" if labels.ndim > 1 else "the most frequent label"
+    if isinstance(datamodule, ScoreDataModule):
+        by_id = datamodule.data.by_id()
+        probs = score_baseline_distribution(datamodule.whole_split(), [by_id[r["dialogue_id"]] for r in rows])
+        out.row_fields["classical_distribution"] = probs.tolist()
+        gold = torch.tensor([r["gold"] for r in rows], dtype=torch.long)
+        out.figures["classical"] = rule_figures(probs, gold)
+        out.rules["classical"] = dict(METRIC_RULES)
+    if isinstance(datamodule, ResponseDataModule) and datamodule.role == "counselor":
+        by_id = datamodule.data.by_id()
+        targets = [(by_id[r["dialogue_id"]], r["turn_index"]) for r in rows]
+        predicted = response_baselines(datamodule.whole_split().train, targets)
+        out.row_fields["baselines"] = [{name: texts[i] for name, texts in predicted.items()} for i in range(len(rows))]
+        for name, texts in predicted.items():
+            metrics = text_metrics(tokenize or "mecab", sync_on_compute=False)  # every process holds all rows
+            metrics.update(texts, [r["reference"] for r in rows])
+            out.figures[name] = {k: float(v) for k, v in metrics.compute().items()}
+    return out

@@ -10,13 +10,12 @@ What it reads, and why that way:
 - **Tables come from ``metrics.json``**, never recomputed, so the page and the run agree to the
   last digit. The figures that ``metrics.json`` does not hold (confusion matrices, Spearman
   correlations, totals, lengths, BLEU by history length) are computed from the rows and say so.
-- **Baselines are read generically**, so new ones appear without changing this module: every
-  top-level object holding the model's metric names is a row beside the model (``baseline``,
-  ``classical``, ...), and so is every such object inside a top-level object (``baselines:
-  {name: {...}}``). Per-item columns are ``<metric>`` for the model and ``<system>_<metric>``.
+- **Runs are read through the result schema** (:mod:`kokorozoo.evaluation.results`): every
+  system a result holds (the model, each baseline, the model by rule) is a row beside the model,
+  so new baselines appear without changing this module, and so are their per-item columns.
 - **Runs that differ only in their seed** (same task, same ``split`` description, same test size,
-  distinct seeds) are one group shown as mean ± sample std, as the paper's Table 5; every other
-  run (e.g. Kokoro-Low/High/Full) is its own group, side by side.
+  distinct seeds) are one group shown as mean ± sample std (:func:`~kokorozoo.evaluation.results.aggregate`),
+  as the paper's Table 5; every other run (e.g. Kokoro-Low/High/Full) is its own group, side by side.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ import math
 import os
 import random
 import re
-import statistics
 import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -40,20 +38,24 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 
-from kokorozoo.data import FEEDBACK_ITEMS, ITEM_MAX, ITEM_NAMES, NUM_ITEMS
+from kokorozoo.data import FEEDBACK_ITEMS, ITEM_MAX, NUM_ITEMS
+from kokorozoo.evaluation.results import (
+    LOWER_IS_BETTER,
+    METRICS_FILE,
+    Result,
+    ResultError,
+    Summary,
+    aggregate,
+    aggregate_per_item,
+    format_value,
+    label,
+    read_result,
+)
+from kokorozoo.metrics import SCORE_METRICS
 from kokorozoo.progress import progress
 
-METRICS_FILE, PREDICTIONS_FILE, GENERATIONS_FILE = "metrics.json", "predictions.jsonl", "generations.jsonl"
+PREDICTIONS_FILE, GENERATIONS_FILE = "predictions.jsonl", "generations.jsonl"
 REPORT_FILE = "report.html"
-MODEL = "model"
-#: The per-item metrics of a score run; longest first so ``x_acc_soft`` is never read as ``acc``.
-ITEM_METRICS = ("acc_soft", "acc", "mae")
-LABELS = {
-    "acc": "ACC", "acc_soft": "ACC_soft", "mae": "MAE", "invalid": "invalid",
-    **{f"bleu{n}": f"BLEU-{n}" for n in range(1, 5)},
-    "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "dist1": "Dist-1", "dist2": "Dist-2",
-}  # fmt: skip
-LOWER_IS_BETTER = ("mae", "invalid")
 #: History lengths (merged turns before the generated one) where BLEU is compared.
 HISTORY_EDGES = (0, 5, 10, 20, 40, 80)
 EXAMPLES = 5
@@ -154,30 +156,6 @@ figcaption { color: #555; font-size: 14px; } .note { color: #555; font-size: 14p
         return path
 
 
-def label(metric: str) -> str:
-    return LABELS.get(metric, metric)
-
-
-def format_value(metric: str, value: Any) -> str:
-    """A metric as the project prints it everywhere: MAE to 4 decimals, counts whole, the rest
-    (percentages, BLEU, ROUGE, Distinct) to 2."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if metric.endswith("mae"):
-        return f"{value:.4f}"
-    if metric.endswith("invalid"):
-        return f"{value:.0f}"
-    return f"{value:.2f}"
-
-
-def format_values(metric: str, values: Sequence[float]) -> str:
-    """One run's value, or mean ± sample std over several."""
-    values = [v for v in values if v is not None]
-    if len(values) <= 1:
-        return format_value(metric, values[0] if values else None)
-    return f"{format_value(metric, statistics.fmean(values))} ± {format_value(metric, statistics.stdev(values))}"
-
-
 def item_title(i: int, width: int = 13) -> str:
     """``D<n>`` and the item's Japanese name, wrapped to two lines for a subplot title."""
     lines = textwrap.wrap(FEEDBACK_ITEMS[i].jp, width)
@@ -195,19 +173,12 @@ class Run:
 
     path: Path
     kind: str
-    metrics: dict
+    result: Result
     rows: list[dict]
 
     @property
     def seed(self) -> Any:
-        return self.metrics.get("seed")
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ReportError(f"{path}: not valid JSON ({e})") from None
+        return self.result.seed
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -229,12 +200,10 @@ def load_run(path: str | os.PathLike) -> Run:
     """A run folder's ``metrics.json`` and its rows; a missing file raises FileNotFoundError
     naming it."""
     path = Path(path)
-    metrics_path = path / METRICS_FILE
-    if not metrics_path.is_file():
-        raise FileNotFoundError(f"{metrics_path}: no such file (give the folder a test run wrote {METRICS_FILE} to)")
-    metrics = _read_json(metrics_path)
-    if not isinstance(metrics, dict) or not isinstance(metrics.get("metrics"), dict):
-        raise ReportError(f"{metrics_path}: no 'metrics' object: not the metrics.json of a kokorozoo test run")
+    try:
+        result = read_result(path / METRICS_FILE)
+    except ResultError as e:
+        raise ReportError(str(e)) from None
     for kind, name in (("response", GENERATIONS_FILE), ("score", PREDICTIONS_FILE)):
         if (path / name).is_file():
             rows = _read_jsonl(path / name)
@@ -242,66 +211,16 @@ def load_run(path: str | os.PathLike) -> Run:
                 raise ReportError(
                     f"{path / name}: not the rows of a {kind} test run (a report reads score and response runs)"
                 )
-            return Run(path, kind, metrics, rows)
+            return Run(path, kind, result, rows)
     raise FileNotFoundError(f"{path / PREDICTIONS_FILE}: no such file (nor {GENERATIONS_FILE})")
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def systems(metrics: dict) -> dict[str, dict[str, float]]:
-    """The model's figures and every baseline's, by name (see the module docstring)."""
-    model = metrics["metrics"]
-    names = [k for k, v in model.items() if _is_number(v)]
-
-    def is_row(obj: Any) -> bool:
-        return isinstance(obj, dict) and any(_is_number(obj.get(n)) for n in names)
-
-    found = {MODEL: model}
-    for key, value in metrics.items():
-        if key in ("metrics", "per_item") or not isinstance(value, dict):
-            continue
-        if is_row(value):
-            found[key] = value
-        else:
-            found.update({name: row for name, row in value.items() if is_row(row)})
-    return found
-
-
-def split_column(key: str) -> tuple[str, str] | None:
-    """A per-item column's (system, metric): ``acc`` -> (model, acc), ``baseline_acc_soft`` ->
-    (baseline, acc_soft); None for a column that is none of the item metrics."""
-    for metric in ITEM_METRICS:
-        if key == metric:
-            return MODEL, metric
-        if key.endswith(f"_{metric}"):
-            return key[: -len(metric) - 1], metric
-    return None
-
-
-def per_item(metrics: dict) -> dict[str, dict[str, list[float]]]:
-    """{system: {metric: 20 values}} from ``metrics.json``'s ``per_item``; NaN where one is missing."""
-    columns: dict[str, dict[str, list[float]]] = {}
-    for i, item in enumerate(ITEM_NAMES):
-        for key, value in (metrics.get("per_item") or {}).get(item, {}).items():
-            parsed = split_column(key)
-            if parsed and _is_number(value):
-                system, metric = parsed
-                columns.setdefault(system, {}).setdefault(metric, [math.nan] * NUM_ITEMS)[i] = value
-    return columns
-
-
-def mean_std(values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Mean and sample std over runs (axis 0), NaN ignored; the std is None for one run."""
-    values = np.asarray(values, float)
-    counts = (~np.isnan(values)).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.nansum(values, axis=0) / counts
-        if len(values) < 2:
-            return mean, None
-        std = np.sqrt(np.nansum((values - mean) ** 2, axis=0) / (counts - 1))
-    return mean, std
+def mean_std(values: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Mean and sample std over runs (axis 0) of each column, NaN left out; the std is None for
+    one run."""
+    columns = [Summary.of(column) for column in np.asarray(values, float).T]
+    mean = np.array([c.mean for c in columns])
+    return mean, (np.array([c.std for c in columns]) if len(values) > 1 else None)
 
 
 @dataclass
@@ -320,24 +239,17 @@ class Group:
     def rows(self) -> list[dict]:
         return [row for run in self.runs for row in run.rows]
 
-    def system_values(self) -> dict[str, dict[str, list[float]]]:
-        """{system: {metric: one value per run}}, in the order of the first run."""
-        values: dict[str, dict[str, list[float]]] = {}
-        for run in self.runs:
-            for system, row in systems(run.metrics).items():
-                for metric, value in row.items():
-                    if _is_number(value):
-                        values.setdefault(system, {}).setdefault(metric, []).append(value)
-        return values
+    @property
+    def results(self) -> list[Result]:
+        return [run.result for run in self.runs]
 
-    def item_values(self) -> dict[str, dict[str, np.ndarray]]:
-        """Per-item values of every system from ``metrics.json``: {system: {metric: [runs, 20]}}."""
-        tables = [per_item(run.metrics) for run in self.runs]
-        missing = [math.nan] * NUM_ITEMS
-        return {
-            system: {metric: np.array([t.get(system, {}).get(metric, missing) for t in tables]) for metric in columns}
-            for system, columns in tables[0].items()
-        }
+    def system_values(self) -> dict[str, dict[str, Summary]]:
+        """{system: {metric: mean ± std over the runs}}, in the order of the first run."""
+        return aggregate(self.results)
+
+    def item_values(self) -> dict[str, dict[str, list[Summary]]]:
+        """Per-item figures of every system from ``metrics.json``: {system: {metric: 20 summaries}}."""
+        return aggregate_per_item(self.results)
 
 
 def run_labels(paths: Sequence[Path]) -> list[str]:
@@ -354,16 +266,16 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
     labels = run_labels([run.path for run in runs])
     by_key: dict[Any, list[int]] = {}
     for i, run in enumerate(runs):
-        split = run.metrics.get("split")
+        split = run.result.split
         if isinstance(split, dict):
             split = {k: v for k, v in split.items() if "seed" not in k}
-        key = (run.kind, run.metrics.get("task"), json.dumps(split, sort_keys=True), run.metrics.get("dialogues"))
+        key = (run.kind, run.result.task, json.dumps(split, sort_keys=True), run.result.dialogues)
         by_key.setdefault(key if run.seed is not None else i, []).append(i)
     groups = []
     for members in by_key.values():
         seeds = [runs[i].seed for i in members]
         if len(members) > 1 and len(set(seeds)) == len(seeds):
-            task = runs[members[0]].metrics.get("task", runs[members[0]].kind)
+            task = runs[members[0]].result.task
             groups.append(
                 Group(f"{task}, {len(seeds)} seeds ({', '.join(map(str, seeds))})", [runs[i] for i in members])
             )
@@ -391,15 +303,15 @@ def metric_table(page: Page, groups: Sequence[Group], caption: str) -> None:
         values = group.system_values()
         first = len(rows)
         for system, columns in values.items():
-            rows.append([group.label, system, *(format_values(m, columns.get(m, [])) for m in metrics)])
+            rows.append([group.label, system, *(columns.get(m, Summary.of([])).format(m) for m in metrics)])
         for j, metric in enumerate(metrics):
-            means = {i: statistics.fmean(c[metric]) for i, c in enumerate(values.values()) if c.get(metric)}
+            means = {i: c[metric].mean for i, c in enumerate(values.values()) if metric in c and c[metric].n}
             if len(means) > 1:
                 pick = min if metric.endswith(LOWER_IS_BETTER) else max
                 bold.append((first + pick(means, key=means.get), j + 2))
     header = ["run", "system", *(label(m) + (" ↓" if m.endswith(LOWER_IS_BETTER) else "") for m in metrics)]
     page.table(header, rows, caption, text_columns=2, bold=bold)
-    notes = [(g, k, v) for g in groups for k in ("split", "rules") if (v := g.runs[0].metrics.get(k)) is not None]
+    notes = [(g, k, v) for g in groups for k in ("split", "rules") if (v := getattr(g.results[0], k)) not in (None, {})]
     for group, key, value in notes:
         shown = value if isinstance(value, str) else ", ".join(f"{k}: {v}" for k, v in value.items())
         page.text(f"{group.label}: {key}: {shown}", note=True)
@@ -458,12 +370,13 @@ def _per_item_bars(page: Page, group: Group) -> None:
     x = np.arange(NUM_ITEMS)
     width = 0.8 / max(len(values), 1)
     overall = group.system_values()
-    for ax, metric in zip(axes, ("acc", "acc_soft", "mae")):
+    for ax, metric in zip(axes, SCORE_METRICS):
         for k, (system, columns) in enumerate(values.items()):
             if metric not in columns:
                 continue
-            mean, std = mean_std(columns[metric])
-            total = format_values(metric, overall.get(system, {}).get(metric, []))
+            mean = np.array([c.mean for c in columns[metric]])
+            std = np.array([c.std for c in columns[metric]]) if len(group.runs) > 1 else None
+            total = overall.get(system, {}).get(metric, Summary.of([])).format(metric)
             ax.bar(
                 x + (k - (len(values) - 1) / 2) * width,
                 mean,
@@ -589,10 +502,10 @@ def _spearman_and_totals(page: Page, groups: Sequence[Group]) -> dict[str, list[
 
 
 def _item_table(page: Page, group: Group, rhos: list[list[float]]) -> None:
-    means = {s: {m: mean_std(v)[0] for m, v in columns.items()} for s, columns in group.item_values().items()}
-    columns = [(system, metric) for system in means for metric in ("acc", "acc_soft", "mae") if metric in means[system]]
+    means = {s: {m: [c.mean for c in v] for m, v in columns.items()} for s, columns in group.item_values().items()}
+    columns = [(system, metric) for system in means for metric in SCORE_METRICS if metric in means[system]]
     header = ["", "item", *(f"{label(m)} {s}" for s, m in columns), "ρ"]
-    rho = [format_values("rho", [r[i] for r in rhos if not math.isnan(r[i])]) for i in range(NUM_ITEMS)]
+    rho = [Summary.of(r[i] for r in rhos).format("rho") for i in range(NUM_ITEMS)]
     rows = [
         [f"D{i + 1}", f"{item.jp} ({item.en})", *(format_value(m, float(means[s][m][i])) for s, m in columns), rho[i]]
         for i, item in enumerate(FEEDBACK_ITEMS)
@@ -611,9 +524,9 @@ def score_section(page: Page, groups: Sequence[Group]) -> None:
     )
     metric_table(page, groups, "Test metrics: the model and every baseline of the run")
     for group in groups:
-        if group.runs[0].metrics.get("task") == "score":
-            invalid = [run.metrics["metrics"].get("invalid", 0) for run in group.runs]
-            items = [run.metrics.get("dialogues", len(run.rows)) * NUM_ITEMS for run in group.runs]
+        if group.results[0].task == "score":
+            invalid = [run.result.metrics.get("invalid", 0) for run in group.runs]
+            items = [(run.result.dialogues or len(run.rows)) * NUM_ITEMS for run in group.runs]
             share = 100 * sum(invalid) / max(sum(items), 1)
             page.text(
                 f"{group.label}: {sum(invalid)} of {sum(items)} predicted items ({share:.1f}%) could not be read "
@@ -710,8 +623,8 @@ def response_section(page: Page, groups: Sequence[Group], examples: int = EXAMPL
     from kokorozoo.metrics import TOKENIZE_MODES
 
     page.heading("Response generation")
-    tokenize = {g.name: g.runs[0].metrics.get("tokenize", "mecab") for g in groups}
-    turns = ", ".join(f"{g.label} {g.runs[0].metrics.get('turns', len(g.rows))}" for g in groups)
+    tokenize = {g.name: g.results[0].tokenize or "mecab" for g in groups}
+    turns = ", ".join(f"{g.label} {g.results[0].turns or len(g.rows)}" for g in groups)
     modes = ", ".join(
         f"{mode} ({TOKENIZE_MODES.get(mode, 'unknown mode')})"
         + (

@@ -7,20 +7,30 @@ Score prediction (:mod:`.scores`): :class:`ScoreAccuracy` (ACC / ACC_soft), :cla
 :func:`constant_predictions` give the per-item-mode baseline every report shows beside a model.
 """
 
-from kokorozoo.metrics.rules import METRIC_RULES, distribution_metrics, rule_predictions, score_figures
+from kokorozoo.metrics.rules import (
+    METRIC_RULES,
+    distribution_metrics,
+    point_figures,
+    rule_figures,
+    rule_predictions,
+    score_figures,
+)
 from kokorozoo.metrics.scores import (
+    SCORE_METRICS,
     ScoreAccuracy,
     ScoreMAE,
     constant_predictions,
     item_modes,
     score_metrics,
 )
-from kokorozoo.metrics.text import BLEU, ROUGE, TOKENIZE_MODES, Distinct, text_metrics, tokenize_ja
+from kokorozoo.metrics.text import BLEU, ROUGE, TEXT_METRICS, TOKENIZE_MODES, Distinct, text_metrics, tokenize_ja
 
 __all__ = [
     "BLEU",
     "METRIC_RULES",
     "ROUGE",
+    "SCORE_METRICS",
+    "TEXT_METRICS",
     "TOKENIZE_MODES",
     "Distinct",
     "ScoreAccuracy",
@@ -28,6 +38,8 @@ __all__ = [
     "constant_predictions",
     "distribution_metrics",
     "item_modes",
+    "point_figures",
+    "rule_figures",
     "rule_predictions",
     "score_figures",
     "score_metrics",

@@ -134,17 +134,18 @@ class ScoreMAE(_ItemMetric):
         return torch.where(invalid, torch.full_like(error, ITEM_MAX), error)
 
 
+#: The score-prediction metrics' names, in the order every table shows them.
+SCORE_METRICS = ("acc", "acc_soft", "mae")
+#: How a result names the model's own figures, and the model's figures with each metric under its
+#: own rule (see :mod:`kokorozoo.evaluation.results`).
+MODEL, BY_RULE = "model", "by_rule"
+
+
 def score_metrics(**kwargs) -> MetricCollection:
     """The paper's score-prediction set: ``acc``, ``acc_soft``, ``mae``. Compute groups are off
     because ACC and ACC_soft can have equal states after one batch and must stay apart."""
-    return MetricCollection(
-        {
-            "acc": ScoreAccuracy(0, **kwargs),
-            "acc_soft": ScoreAccuracy(1, **kwargs),
-            "mae": ScoreMAE(**kwargs),
-        },
-        compute_groups=False,
-    )
+    metrics = (ScoreAccuracy(0, **kwargs), ScoreAccuracy(1, **kwargs), ScoreMAE(**kwargs))
+    return MetricCollection(dict(zip(SCORE_METRICS, metrics)), compute_groups=False)
 
 
 def item_modes(train_targets: Tensor) -> Tensor:

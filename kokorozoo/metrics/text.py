@@ -236,6 +236,10 @@ class Distinct(_TextMetric):
         return f"n={self.n}, tokenize={self.tokenize!r}"
 
 
+#: The response-generation metrics' names, in the order every table shows them.
+TEXT_METRICS = (*(f"bleu{n}" for n in range(1, 5)), *(f"rouge{v}" for v in ROUGE.VARIANTS), "dist1", "dist2")
+
+
 def text_metrics(tokenize: str = "mecab", **kwargs) -> MetricCollection:
     """The paper's response-generation set: BLEU-1..4, ROUGE-1/2/L, Distinct-1/2, all on the same
     tokenization. Compute groups are off: metrics whose states merely look equal after the first

@@ -1,15 +1,19 @@
 """What every kokorozoo task shares: the backbone, the optimizer and schedule, adapter-only
-checkpoints, the test/predict output files and export. A task subclasses :class:`Task` and writes
-its steps and its metrics, nothing else.
+checkpoints and export. A task subclasses :class:`Task` and writes its steps, its inference and
+its metrics, nothing else.
 
 A task provides (torchgeo's named hooks, litgpt's explicit steps):
 
 - ``training_step`` / ``validation_step`` and its metrics, as any LightningModule;
-- ``configure_heads(backbone)``: trainable modules beside the adapters (saved with them);
+- ``configure_heads(backbone)``: trainable modules beside the adapters (saved with them; name
+  the attribute in :attr:`Task.head_name` and export writes and reloads it);
 - for test and predict, :meth:`Task.infer` (the model's outputs for a batch),
-  :meth:`Task.prediction_rows` (one JSON-able row per prediction), :meth:`Task.update_test_metrics`
-  and :meth:`Task.test_report` (what ``metrics.json`` holds). The base collects the rows and
-  writes ``predictions_file`` and ``metrics.json``.
+  :meth:`Task.prediction_rows` (one JSON-able row per prediction, what ``test_step`` and
+  ``predict_step`` return), :meth:`Task.update_test_metrics` and :meth:`Task.test_figures` (the
+  model's figures), and :meth:`Task.score_constant` where a constant answer is a baseline.
+
+Gathering the rows across processes, the baselines and the files (``predictions_file``,
+``metrics.json``) are the evaluation layer's (:mod:`kokorozoo.evaluation.writer`).
 
 Checkpoints hold only what is trained (LoRA, heads) plus the optimizer state: a 4-bit base cannot
 be loaded back strictly, and it is the same for every run anyway. Loading is therefore non-strict,
@@ -90,7 +94,8 @@ class Task(LightningModule):
             linearly to zero (the Hugging Face Trainer's default schedule, which the paper used).
         warmup_steps: linear warm-up steps.
         weight_decay: AdamW weight decay.
-        output_dir: where test/predict write their files (default: the run's log folder).
+        output_dir: where test/predict write their files (default: the run's log folder; written
+            by :class:`kokorozoo.evaluation.writer.ResultWriter`).
     """
 
     #: The validation metric that picks the best checkpoint, and whether lower is better.
@@ -130,7 +135,6 @@ class Task(LightningModule):
         self.strict_loading = False
         self.model: torch.nn.Module | None = None
         self._tokenizer = None
-        self._rows: list[dict] = []
         #: Set when test/predict run without a checkpoint: the reports say "zero-shot".
         self.zero_shot = False
         #: The datamodule's settings that shape this model's inputs (``prompt_settings()``: the
@@ -256,8 +260,8 @@ class Task(LightningModule):
     # -- checkpoints ------------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        trained = trainable_state_dict(self)
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trained}
+        kept = set(trainable_state_dict(self)) | set(self.head_buffers)
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in kept}
         checkpoint[CHECKPOINT_KEY] = {"task": _class_path(type(self)), "prompt": self.prompt_settings}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -268,7 +272,9 @@ class Task(LightningModule):
                 " it was written by another task or backbone setting"
             )
 
-    # -- test and predict: rows, metrics and files -----------------------------------------------
+    # -- test and predict: inference and the task's figures ------------------------------------
+    # Rows go to a writer in the evaluation layer (kokorozoo.evaluation.writer, on every trainer
+    # of the CLI): it gathers them across processes, adds the baselines and writes the files.
 
     def infer(self, batch: dict) -> Any:
         """The model's outputs for a test/predict batch (texts, predicted scores, logits ...)."""
@@ -282,96 +288,77 @@ class Task(LightningModule):
         """Add a test batch to the task's test metrics."""
         raise NotImplementedError
 
-    def test_report(self, rows: list[dict]) -> dict:
-        """What ``metrics.json`` holds after test (the task logs its figures here too)."""
+    def test_figures(self, rows: list[dict]) -> dict[str, Any]:
+        """The model's test figures once every batch is in (``rows``: every process's, in order):
+        the fields of :class:`kokorozoo.evaluation.results.Result` the task knows (``task``,
+        ``metrics``, ``dialogues`` or ``turns``, ...), logged and the metrics reset."""
         raise NotImplementedError
 
-    def test_step(self, batch: dict, batch_idx: int) -> None:
+    def score_constant(self, labels: torch.Tensor, rows: list[dict]) -> dict[str, Any] | None:
+        """The task's figures of answering every test row with ``labels`` (the training part's
+        most frequent ones, as the datamodule's ``train_labels`` gives them): the constant
+        baseline. None: the task has no such baseline."""
+        return None
+
+    def test_step(self, batch: dict, batch_idx: int) -> list[dict]:
         outputs = self.infer(batch)
         self.update_test_metrics(batch, outputs)
-        self._rows += self.prediction_rows(batch, outputs)
+        return self.prediction_rows(batch, outputs)
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
-        rows = self.prediction_rows(batch, self.infer(batch))
-        self._rows += rows
-        return rows
-
-    def on_test_epoch_start(self) -> None:
-        self._rows = []
-
-    def on_predict_epoch_start(self) -> None:
-        self._rows = []
-
-    def on_test_epoch_end(self) -> None:
-        rows = self._all_rows()
-        report = self.test_report(rows)
-        report["checkpoint"] = self.trainer.ckpt_path if self._trainer is not None else None
-        if self.zero_shot:
-            report["zero_shot"] = True
-        self.write_jsonl(self.predictions_file, rows)
-        self.write_json("metrics.json", report)
-
-    def on_predict_epoch_end(self) -> None:
-        self.write_jsonl(self.predictions_file, self._all_rows())
-
-    def _all_rows(self) -> list[dict]:
-        """Every process's rows in rank order: each process evaluates a contiguous slice of the
-        part (see :mod:`kokorozoo.data.sampling`), so this is the single-process order."""
-        if self._trainer is None or self.trainer.world_size == 1:
-            return self._rows
-        gathered: list[list[dict]] = [[] for _ in range(self.trainer.world_size)]
-        torch.distributed.all_gather_object(gathered, self._rows)
-        return [row for rows in gathered for row in rows]
-
-    def _writes(self) -> bool:
-        """Only the first process writes files (every rank runs test/predict under DDP)."""
-        return self._trainer is None or self.trainer.is_global_zero
-
-    def output_path(self, name: str) -> Path:
-        """A file in the output folder: ``output_dir`` or the run's log folder."""
-        folder = self.hparams.output_dir or (self.trainer.log_dir if self._trainer else None) or "."
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        return Path(folder) / name
-
-    def write_json(self, name: str, obj: Any) -> Path:
-        path = self.output_path(name)
-        if self._writes():
-            _write_json(path, obj)
-        return path
-
-    def write_jsonl(self, name: str, rows: list[dict]) -> Path:
-        path = self.output_path(name)
-        if not self._writes():
-            return path
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-        return path
+        return self.prediction_rows(batch, self.infer(batch))
 
     # -- export and reload ------------------------------------------------------------------
 
+    #: The attribute holding what ``configure_heads`` adds, saved by :meth:`export` as safetensors
+    #: in :attr:`head_file` and described in ``kokorozoo.json`` under this name.
+    head_name: str | None = None
+    head_file: str = "head.safetensors"
+
+    @property
+    def head_buffers(self) -> tuple[str, ...]:
+        """Buffers the head reads (not trained): kept in checkpoints and exports beside it."""
+        return ()
+
+    def head_description(self) -> dict[str, Any]:
+        """How the head reads the backbone, for ``kokorozoo.json``; its list entries (the labels,
+        in the order of the head's rows) must be equal when an export is read back."""
+        return {}
+
     def export(self, out_dir: str | os.PathLike) -> Path:
         """Write a PEFT adapter folder (``PeftModel.from_pretrained`` loads it onto the backbone),
-        the tokenizer, what :meth:`export_extras` adds, and ``kokorozoo.json`` naming the task, its
+        the tokenizer, the head (:attr:`head_name`), and ``kokorozoo.json`` naming the task, its
         settings and the prompt settings it was trained with; :meth:`from_export` reads it back."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(out)
         self.tokenizer.save_pretrained(out)
         settings = {k: v for k, v in self.hparams.items() if not k.startswith("_")}
-        info = {"task": _class_path(type(self)), "settings": settings, "prompt": self.prompt_settings,
-                **self.export_extras(out)}
+        info = {"task": _class_path(type(self)), "settings": settings, "prompt": self.prompt_settings}
+        if self.head_name is not None:
+            from safetensors.torch import save_file
+
+            tensors = {**getattr(self, self.head_name).state_dict(), **{k: getattr(self, k) for k in self.head_buffers}}
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, out / self.head_file)
+            info[self.head_name] = {"file": self.head_file, **self.head_description()}
         _write_json(out / EXPORT_INFO, info)
         return out
 
-    def export_extras(self, out: Path) -> dict:
-        """Files a task writes beside the adapter (e.g. heads), described for ``kokorozoo.json``."""
-        return {}
+    def load_head(self, folder: Path, info: dict) -> None:
+        """The exported head, in place of the fresh one ``configure_heads`` made."""
+        from safetensors.torch import load_file
 
-    def load_export_extras(self, folder: Path, info: dict) -> None:
-        """Read back what :meth:`export_extras` wrote."""
+        saved = info.get(self.head_name)
+        if saved is None:
+            raise ValueError(f"{folder}: the export holds no {self.head_name} of {type(self).__name__} (written"
+                             " before it was saved): export the checkpoint again")
+        for key, expected in self.head_description().items():
+            if isinstance(expected, list) and saved.get(key) != expected:
+                raise ValueError(f"{folder}: the head's {key} {saved.get(key)} are not this task's {expected}")
+        tensors = load_file(Path(folder) / saved["file"])
+        for name in self.head_buffers:
+            getattr(self, name).copy_(tensors.pop(name))
+        getattr(self, self.head_name).load_state_dict(tensors)
 
     @classmethod
     def from_export(cls, folder: str | os.PathLike) -> Task:
@@ -387,7 +374,8 @@ class Task(LightningModule):
         if (folder / "adapter_config.json").exists():
             backbone.model = PeftModel.from_pretrained(backbone.model, folder)
         task._attach(backbone)
-        task.load_export_extras(folder, info)
+        if task.head_name is not None:
+            task.load_head(folder, info)
         task.prompt_settings = dict(info.get("prompt") or {})
         return task.eval()
 

@@ -84,40 +84,9 @@ class ResponseTask(Task):
     def update_test_metrics(self, batch: dict, outputs: list[str]) -> None:
         self.test_metrics.update(outputs, [r.reference for r in batch["requests"]])
 
-    def test_report(self, rows: list[dict]) -> dict:
-        """The model's figures beside two honest baselines scored the same way: the previous
-        counselor turn copied, and the reply to the most similar training client turn (each row
-        gets both texts, ``baselines``)."""
+    def test_figures(self, rows: list[dict]) -> dict:
+        """BLEU, ROUGE and Distinct of the generations, on the tokenization it names."""
         values = {name: float(value) for name, value in self.test_metrics.compute().items()}
         self.test_metrics.reset()
         self.log_dict(values)
-        baselines = self._baseline_figures(rows)
-        for name, figures in baselines.items():
-            self.log_dict({f"{name}_{k}": v for k, v in figures.items()})
-        return {
-            "task": "response",
-            "turns": len(rows),
-            "tokenize": self.hparams.metrics_tokenize,
-            "split": getattr(self.trainer.datamodule, "split_kind", "random"),
-            "metrics": values,
-            "baselines": baselines,
-        }
-
-    def _baseline_figures(self, rows: list[dict]) -> dict[str, dict[str, float]]:
-        from kokorozoo.evaluation.baselines import response_baselines
-
-        datamodule = self.trainer.datamodule
-        if not rows or getattr(datamodule, "role", "counselor") != "counselor":
-            return {}
-        by_id = {d.id: d for d in datamodule.data.dialogues}
-        train = datamodule.make_split(datamodule.data.dialogues).train
-        predicted = response_baselines(train, [(by_id[r["dialogue_id"]], r["turn_index"]) for r in rows])
-        for i, row in enumerate(rows):  # written beside the generation, so the figures can be checked
-            row["baselines"] = {name: texts[i] for name, texts in predicted.items()}
-        figures = {}
-        for name, texts in predicted.items():
-            # every process holds all the gathered rows: no sync, or they would count twice
-            metrics = text_metrics(self.hparams.metrics_tokenize, sync_on_compute=False)
-            metrics.update(texts, [r["reference"] for r in rows])
-            figures[name] = {k: float(v) for k, v in metrics.compute().items()}
-        return figures
+        return {"task": "response", "turns": len(rows), "tokenize": self.hparams.metrics_tokenize, "metrics": values}

@@ -11,11 +11,12 @@ then an instruction naming the 20 items in Japanese, rendered by the one chat te
 **Metrics** (:mod:`kokorozoo.metrics.scores`): ACC, ACC_soft and MAE over all (dialogue, item) pairs
 and per item; an invalid item counts as wrong and as an error of 5, and the invalid count is
 reported. Beside them, always, the constant baseline: each item's mode on this seed's whole
-training part. Test logs ``test_acc``, ``test_acc_soft``, ``test_mae``, ``test_invalid`` and
-``baseline_acc``, ``baseline_acc_soft``, ``baseline_mae`` (Lightning's table shows both), and
-writes ``predictions.jsonl`` (per dialogue: id, gold, predicted with null for invalid, and the raw
-generation for the text variant) and ``metrics.json``. Validation computes the same metrics; the
-best checkpoint is the one with the highest ``val_acc``, as in the paper.
+training part (scored here, :meth:`_ScoreTask.score_constant`; chosen and written by the
+evaluation layer, :mod:`kokorozoo.evaluation.writer`, with the non-neural baseline). Test logs
+``test_acc``, ``test_acc_soft``, ``test_mae``, ``test_invalid`` (the writer adds
+``baseline_acc`` ...), and its rows (per dialogue: id, gold, predicted with null for invalid, and
+the raw generation for the text variant) go to ``predictions.jsonl``. Validation computes the same
+metrics; the best checkpoint is the one with the highest ``val_acc``, as in the paper.
 
 **The heads** (:class:`ScoreHeadsTask`): 20 independent linear classifiers over the six levels
 0-5, on the final (normed) hidden state of the prompt's last token, trained with the mean
@@ -39,7 +40,6 @@ writes them as ``score_heads.safetensors`` beside the PEFT adapter, and
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -52,8 +52,10 @@ from kokorozoo.data.records import ITEM_MAX, ITEM_NAMES, NUM_ITEMS
 from kokorozoo.data.score_format import AnswerForm, answer_form, parse_scores
 from kokorozoo.data.stats import STATISTICS
 from kokorozoo.errors import UsageError
-from kokorozoo.metrics import constant_predictions, item_modes, score_metrics
-from kokorozoo.metrics.rules import METRIC_RULES, rule_predictions
+from kokorozoo.data.datamodules import KokoroChatDataModule
+from kokorozoo.metrics import SCORE_METRICS, constant_predictions, item_modes, point_figures, rule_figures, score_metrics
+from kokorozoo.metrics.rules import METRIC_RULES
+from kokorozoo.metrics.scores import BY_RULE, MODEL
 from kokorozoo.tasks.base import Task
 
 __all__ = ["ScoreHeadsTask", "ScoreTask"]
@@ -63,12 +65,11 @@ NUM_LEVELS = ITEM_MAX + 1
 HEADS_FILE = "score_heads.safetensors"
 #: What :class:`ScoreHeadsTask` may read beside the last token's hidden state.
 HEAD_FEATURES = ("none", "statistics")
-METRICS = ("acc", "acc_soft", "mae")
 
 
 class _ScoreTask(Task):
-    """What both score tasks share: validation by the score metrics, test against the baseline,
-    predictions and metrics files. A subclass gives the training loss and :meth:`infer` (the
+    """What both score tasks share: validation and test by the score metrics, per-dialogue rows and
+    the constant baseline's figures. A subclass gives the training loss and :meth:`infer` (the
     predicted scores)."""
 
     monitor, mode = "val_acc", "max"
@@ -81,8 +82,6 @@ class _ScoreTask(Task):
         super().__init__(**kwargs)
         self.val_metrics = score_metrics()
         self.test_metrics = score_metrics()
-        self.baseline_metrics = score_metrics()
-        self._modes: Tensor | None = None
 
     # -- what a variant provides ----------------------------------------------------------------
 
@@ -131,81 +130,41 @@ class _ScoreTask(Task):
         ]
 
     def on_test_epoch_start(self) -> None:
-        super().on_test_epoch_start()
-        self._modes = self._baseline_modes()
+        self.training_modes()  # every score report shows the per-item mode: fail before the work
 
     def update_test_metrics(self, batch: dict, outputs: tuple[Tensor, list[dict]]) -> None:
-        gold = batch["scores"]
-        self.test_metrics.update(outputs[0], gold)
-        self.baseline_metrics.update(constant_predictions(self._modes, len(gold)).to(gold.device), gold)
+        self.test_metrics.update(outputs[0], batch["scores"])
 
-    def test_report(self, rows: list[dict]) -> dict:
-        """The model beside the per-item mode (``baseline``) and the non-neural baseline
-        (``classical``: each metric under its own rule), overall and per item; for a model that
-        gives distributions, ``by_rule`` too. ``rules`` names the rule behind each figure. Each
-        row gets the non-neural baseline's distribution (``classical_distribution``)."""
-        model, baseline = summary(self.test_metrics), summary(self.baseline_metrics)
-        columns = {k: self.test_metrics[k].per_item().tolist() for k in METRICS}
-        columns.update({f"baseline_{k}": self.baseline_metrics[k].per_item().tolist() for k in METRICS})
+    def test_figures(self, rows: list[dict]) -> dict:
+        """The model's figures overall and per item; for a model that gives distributions,
+        ``by_rule`` too (each metric under its own rule). ``rules`` names the rule behind each."""
+        model = summary(self.test_metrics)
+        per_item = {MODEL: {k: self.test_metrics[k].per_item().tolist() for k in SCORE_METRICS}}
         self.test_metrics.reset()
-        self.baseline_metrics.reset()
-        gold = torch.tensor([r["gold"] for r in rows], dtype=torch.long)
-        classical_probs = self._classical_distribution(rows)
-        for row, probs in zip(rows, classical_probs.tolist()):  # written, so its figures can be checked
-            row["classical_distribution"] = probs
-        classical = by_rule_figures(classical_probs, gold)
-        columns.update({f"classical_{k}": v for k, v in classical.pop("per_item").items()})
-        report = {
-            "task": self.task_name,
-            "seed": getattr(self.trainer.datamodule, "seed", None),
-            "split": getattr(self.trainer.datamodule, "split_kind", "random"),
-            "dialogues": len(rows),
-            "metrics": model,
-            "baseline": {**{k: baseline[k] for k in METRICS}, "modes": dict(zip(ITEM_NAMES, self._modes.tolist()))},
-            "classical": classical,
-            "rules": {"metrics": self.rule, "baseline": "the per-item mode", "classical": dict(METRIC_RULES)},
-        }
-        if rows and "distribution" in rows[0]:
-            by_rule = by_rule_figures(torch.tensor([r["distribution"] for r in rows]), gold)
-            columns.update({f"by_rule_{k}": v for k, v in by_rule.pop("per_item").items()})
-            report["by_rule"] = by_rule
-            report["rules"]["by_rule"] = dict(METRIC_RULES)
-        report["per_item"] = {name: {k: values[i] for k, values in columns.items()} for i, name in enumerate(ITEM_NAMES)}
         self.log_dict({f"test_{k}": float(v) for k, v in model.items()})
-        for name in ("baseline", "classical", "by_rule"):
-            if name in report:
-                self.log_dict({f"{name}_{k}": float(report[name][k]) for k in METRICS})
-        return report
+        figures = {"task": self.task_name, "dialogues": len(rows), "metrics": model, "rules": {"metrics": self.rule}}
+        if rows and "distribution" in rows[0]:
+            gold = torch.tensor([r["gold"] for r in rows], dtype=torch.long)
+            by_rule = rule_figures(torch.tensor([r["distribution"] for r in rows]), gold)
+            per_item[BY_RULE] = by_rule.pop("per_item")
+            self.log_dict({f"{BY_RULE}_{k}": float(v) for k, v in by_rule.items()})
+            figures.update(by_rule=by_rule, rules={**figures["rules"], BY_RULE: dict(METRIC_RULES)})
+        return {**figures, "per_item": per_item}
 
-    def _classical_distribution(self, rows: list[dict]) -> Tensor:
-        """The non-neural baseline's distributions for the tested dialogues, fitted on this seed's
-        whole training part and tuned on its validation part (cached after the first test)."""
-        from kokorozoo.evaluation.baselines import score_baseline_distribution
+    def score_constant(self, labels: Tensor, rows: list[dict]) -> dict:
+        """The per-item mode answered for every dialogue: overall, per item, and the modes."""
+        gold = torch.tensor([r["gold"] for r in rows], dtype=torch.long).reshape(-1, NUM_ITEMS)
+        figures = point_figures(constant_predictions(labels, len(gold)), gold)
+        return {**{k: figures[k] for k in SCORE_METRICS}, "modes": dict(zip(ITEM_NAMES, labels.tolist())),
+                "per_item": figures["per_item"]}  # fmt: skip
 
-        datamodule = self.trainer.datamodule
-        by_id = {d.id: d for d in datamodule.data.dialogues}
-        split = datamodule.make_split(datamodule.data.dialogues)
-        return score_baseline_distribution(split, [by_id[r["dialogue_id"]] for r in rows])
-
-    def _baseline_modes(self) -> Tensor:
+    def training_modes(self) -> Tensor:
         """Each item's mode on the datamodule's whole training part."""
         datamodule = self.trainer.datamodule if self._trainer is not None else None
-        if not hasattr(datamodule, "train_scores"):
+        labels = datamodule.train_labels() if isinstance(datamodule, KokoroChatDataModule) else None
+        if labels is None:
             raise RuntimeError(f"{type(self).__name__} is tested with a ScoreDataModule (for the baseline)")
-        return item_modes(datamodule.train_scores())
-
-
-def by_rule_figures(probs: Tensor, gold: Tensor) -> dict:
-    """ACC, ACC_soft and MAE of distributions [N, 20, 6], each under its own rule
-    (:data:`~kokorozoo.metrics.rules.METRIC_RULES`), overall and per item (``per_item``)."""
-    predictions = rule_predictions(probs)
-    figures, per_item = {}, {}
-    for metric, rule in METRIC_RULES.items():
-        metrics = score_metrics(sync_on_compute=False)  # on rows every process already holds
-        metrics.update(predictions[rule], gold)
-        figures[metric] = float(metrics[metric].compute())
-        per_item[metric] = metrics[metric].per_item().tolist()
-    return {**figures, "per_item": per_item}
+        return item_modes(labels)
 
 
 def summary(metrics) -> dict[str, float]:
@@ -284,7 +243,7 @@ class ScoreTask(_ScoreTask):
     def answer_form(self) -> AnswerForm:
         """The answer fed in constrained scoring: each item at its training mode (cached)."""
         if self._form is None:
-            self._form = answer_form(self.tokenizer, self._baseline_modes().tolist())
+            self._form = answer_form(self.tokenizer, self.training_modes().tolist())
         return self._form
 
 
@@ -381,40 +340,20 @@ class ScoreHeadsTask(_ScoreTask):
 
     # -- checkpoints, export and reload -------------------------------------------------------------
 
+    head_name, head_file = "heads", HEADS_FILE
     #: The statistics' standardisation: not trained, but part of what the heads read.
     STATISTICS_BUFFERS = ("statistics_mean", "statistics_scale")
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Adapter-only checkpoints keep trained tensors; the standardisation goes with them."""
-        full = checkpoint["state_dict"]
-        super().on_save_checkpoint(checkpoint)
-        checkpoint["state_dict"].update({k: full[k] for k in self.STATISTICS_BUFFERS if k in full})
+    @property
+    def head_buffers(self) -> tuple[str, ...]:
+        return self.STATISTICS_BUFFERS if self.reads_statistics else ()
 
-    def export_extras(self, out: Path) -> dict:
-        """The heads (and the statistics' standardisation), as safetensors beside the adapter."""
-        from safetensors.torch import save_file
-
-        tensors = dict(self.heads.state_dict())
-        if self.reads_statistics:
-            tensors.update({k: getattr(self, k) for k in self.STATISTICS_BUFFERS})
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, out / HEADS_FILE)
+    def head_description(self) -> dict:
         reads = "the final hidden state of the prompt's last token"
         if self.reads_statistics:
             reads += f", then (log1p(statistics) - statistics_mean) / statistics_scale of {', '.join(STATISTICS)}"
         return {
-            "heads": {
-                "file": HEADS_FILE,
-                "reads": reads,
-                "logits": f"weight @ inputs + bias, viewed as [{NUM_ITEMS} items, {NUM_LEVELS} levels 0-{ITEM_MAX}]",
-                "items": list(ITEM_NAMES),
-            }
+            "reads": reads,
+            "logits": f"weight @ inputs + bias, viewed as [{NUM_ITEMS} items, {NUM_LEVELS} levels 0-{ITEM_MAX}]",
+            "items": list(ITEM_NAMES),
         }
-
-    def load_export_extras(self, folder: Path, info: dict) -> None:
-        from safetensors.torch import load_file
-
-        tensors = load_file(folder / info["heads"]["file"])
-        for name in self.STATISTICS_BUFFERS:
-            if name in tensors:
-                getattr(self, name).copy_(tensors.pop(name))
-        self.heads.load_state_dict(tensors)

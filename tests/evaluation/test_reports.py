@@ -30,9 +30,9 @@ from kokorozoo.evaluation.reports import (
     history_bucket,
     item_spearman,
     load_run,
-    systems,
     totals,
 )
+from kokorozoo.evaluation.results import Result
 from kokorozoo.metrics import BLEU, constant_predictions, item_modes, score_metrics, text_metrics
 
 METRICS = ("acc", "acc_soft", "mae")
@@ -188,7 +188,7 @@ def test_seeds_are_averaged_and_every_baseline_is_shown(seed_runs, tmp_path):
     text = page_text(report)
     assert "score, 5 seeds (0, 1, 2, 3, 4)" in text
     runs = [json.loads((r / "metrics.json").read_text()) for r in seed_runs]
-    assert set(systems(runs[0])) == {"model", "baseline", "classical"}
+    assert set(Result.from_json(runs[0]).systems()) == {"model", "baseline", "classical"}
     for system, key in (("model", "metrics"), ("baseline", "baseline"), ("classical", "classical")):
         for metric in METRICS:
             assert shown(metric, [r[key][metric] for r in runs]) in text, (system, metric)
@@ -238,7 +238,7 @@ def test_response_report(response_runs, tmp_path):
     assert "Tokenized for the metrics: char (character level" in text
     for run in response_runs:
         metrics = json.loads((run / "metrics.json").read_text())
-        for name, row in systems(metrics).items():
+        for name, row in Result.from_json(metrics).systems().items():
             for metric, value in row.items():
                 assert format_value(metric, value) in text, (run.name, name, metric)
     assert "echo" in text  # the high run's baseline

@@ -1,5 +1,7 @@
-"""The response task end to end through the real CLI, on the tiny backbone and the real data."""
+"""The response task end to end through the real CLI, on the tiny backbone and the real data, and
+its test path in seconds on stubbed generations."""
 
+import inspect
 import json
 import subprocess
 import sys
@@ -7,12 +9,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from _fakes import TOL, ResponseData, read_jsonl, trainer
+from _references import reference_text_metrics
 
 from kokorozoo.cli import main
 from kokorozoo.data import dialogue_turns
 from kokorozoo.data.batching import pad_samples
 from kokorozoo.data.encoding import dialogue_windows, encode_dialogue, per_turn_samples
 from kokorozoo.tasks import ResponseTask
+from kokorozoo.data.datamodules import GenerationRequest
+from kokorozoo.tasks.base import Task
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -175,3 +181,138 @@ def test_counselor_disjoint_split_keeps_test_counselors_out_of_training(kokoroch
     assert counselors["test"] & {d.feedback.counselor_id for d in random_split.train}  # which the random split mixes
     with pytest.raises(UsageError, match="split_kind must be one of random, counselor_disjoint"):
         ResponseDataModule(split_kind="client_disjoint")
+
+
+# -- the test path in seconds: a real Trainer.test of stubbed generations -------------------------
+# Japanese counselor turns with word 4-grams in common, each metric against tests/_references.py.
+
+#: (generation, reference): Japanese counselor turns with word 4-grams in common, and one with none.
+PAIRS = [
+    ("  お仕事が大変だったのですね。よく頑張ってこられましたね。\n", "お仕事が大変だったのですね。今日はどんなことをお話ししたいですか？"),
+    ("そうなんですね。ご家族とのことで悩んでいらっしゃるのですね。", "ご家族とのことで悩んでいらっしゃるのですね。詳しく教えていただけますか。"),
+    ("ありがとうございます。", "お話しくださってありがとうございます。"),
+    ("それはつらかったですね。", "明日も来てください。"),
+    ("今日はどんなことをお話ししたいですか？", "今日はどんなことをお話ししたいですか？"),
+]
+
+
+def decoding(*args, **kwargs) -> dict:
+    """The settings a ``generate_text`` call was given, by name (defaults included)."""
+    bound = inspect.signature(Task.generate_text).bind(None, *args, **kwargs)
+    bound.apply_defaults()
+    return {k: v for k, v in bound.arguments.items() if k != "self"}
+
+
+def response_requests():
+    return [GenerationRequest(f"r{i}", 2 * i + 1, i + 1, [1, 2, 3 + i], ref) for i, (_, ref) in enumerate(PAIRS)]
+
+
+#: What the two response baselines answer, stubbed (they are tested in tests/evaluation).
+RESPONSE_BASELINES = {
+    "copy_previous": [r for _, r in PAIRS[1:]] + ["ありがとうございます。"],
+    "retrieval": [g for g, _ in reversed(PAIRS)],
+}
+
+
+@pytest.mark.parametrize("tokenize", ["mecab", "char"])
+@pytest.mark.mutation
+def test_response_test_path_reports_what_its_generations_score(tmp_path, tokenize, monkeypatch):
+    asked = []
+
+    def response_baselines(train, targets):
+        asked.append(([d.id for d in train], [(d.id, t) for d, t in targets]))
+        return RESPONSE_BASELINES
+
+    monkeypatch.setattr("kokorozoo.evaluation.baselines.response_baselines", response_baselines)
+    task = ResponseTask(quantization="none", compute_dtype="float32", lora=None, output_dir=str(tmp_path),
+                        metrics_tokenize=tokenize, max_new_tokens=11, min_new_tokens=3)  # fmt: skip
+    task.model = torch.nn.Linear(1, 1)
+    calls = []
+
+    def generate_text(*args, **kwargs):
+        calls.append(decoding(*args, **kwargs))
+        start = sum(len(c["prompts"]) for c in calls[:-1])
+        return [g for g, _ in PAIRS[start : start + len(calls[-1]["prompts"])]]
+
+    task.generate_text = generate_text
+    requests = response_requests()
+    data = ResponseData(requests, lambda batch: {"requests": list(batch)})
+    [logged] = trainer(tmp_path).test(task, datamodule=data, verbose=False)
+    assert [c.pop("prompts") for c in calls] == [[r.prompt_ids for r in requests[i : i + 2]] for i in (0, 2, 4)]
+    assert calls == [{"max_new_tokens": 11, "min_new_tokens": 3, "shared_prefix": True}] * 3  # the task's settings
+
+    rows = read_jsonl(tmp_path / "generations.jsonl")
+    assert rows == [
+        {"dialogue_id": r.dialogue_id, "turn_index": r.turn_index, "history_turns": r.history_turns,
+         "reference": r.reference, "generation": g.strip(),
+         "baselines": {name: texts[i] for name, texts in RESPONSE_BASELINES.items()}}
+        for i, (r, (g, _)) in enumerate(zip(requests, PAIRS))
+    ]  # fmt: skip
+    report = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
+    assert (report["task"], report["turns"], report["tokenize"]) == ("response", len(PAIRS), tokenize)
+    expected = reference_text_metrics([r["generation"] for r in rows], [r["reference"] for r in rows], tokenize)
+    assert set(report["metrics"]) == set(expected)
+    for key, value in expected.items():
+        assert report["metrics"][key] == pytest.approx(value, abs=TOL), key
+        assert logged[key] == pytest.approx(value, abs=1e-4), key  # logged as float32
+    assert expected["bleu4"] > 0 and expected["bleu3"] != expected["bleu4"]
+    # the baselines, scored the same way on the same references
+    assert asked == [(["r0"], [(r.dialogue_id, r.turn_index) for r in requests])]
+    assert set(report["baselines"]) == set(RESPONSE_BASELINES) and report["split"] == "random"
+    for name, texts in RESPONSE_BASELINES.items():
+        expected = reference_text_metrics(texts, [r.reference for r in requests], tokenize)
+        for key, value in expected.items():
+            assert report["baselines"][name][key] == pytest.approx(value, abs=TOL), (name, key)
+            assert logged[f"{name}_{key}"] == pytest.approx(value, abs=1e-4), (name, key)
+
+
+@pytest.mark.mutation
+def test_response_generation_mode_is_passed_and_checked():
+    task = ResponseTask(quantization="none", lora=None, generation="generate")
+    calls = []
+    task.generate_text = lambda *args, **kwargs: calls.append(decoding(*args, **kwargs)) or [" a "] * 2
+    assert task.infer({"requests": response_requests()[:2]}) == ["a", "a"]
+    assert calls == [{"prompts": [[1, 2, 3], [1, 2, 4]], "max_new_tokens": 256, "min_new_tokens": 0,
+                      "shared_prefix": False}]  # the defaults, one padded generate call  # fmt: skip
+    with pytest.raises(ValueError, match="generation must be one of shared_prefix, generate"):
+        ResponseTask(generation="sample")
+
+
+def response_test(tmp_path, monkeypatch, **settings) -> dict:
+    """A response test run of PAIRS' generations (character tokens) with a datamodule built with
+    ``settings``: its report."""
+    monkeypatch.setattr(
+        "kokorozoo.evaluation.baselines.response_baselines",
+        lambda train, targets: {name: texts[: len(targets)] for name, texts in RESPONSE_BASELINES.items()},
+    )
+    task = ResponseTask(quantization="none", lora=None, output_dir=str(tmp_path), metrics_tokenize="char")
+    task.model = torch.nn.Linear(1, 1)
+    task.generate_text = lambda prompts, *args: [g for g, _ in PAIRS][: len(prompts)]
+    data = ResponseData(response_requests()[:2], lambda batch: {"requests": list(batch)}, **settings)
+    trainer(tmp_path).test(task, datamodule=data, verbose=False)
+    return json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.mutation
+def test_the_report_names_the_split(tmp_path, monkeypatch):
+    report = response_test(tmp_path, monkeypatch, split_kind="counselor_disjoint")
+    assert report["split"] == "counselor_disjoint" and set(report["baselines"]) == set(RESPONSE_BASELINES)
+
+
+@pytest.mark.mutation
+def test_a_client_model_is_reported_without_the_counselor_baselines(tmp_path, monkeypatch):
+    report = response_test(tmp_path, monkeypatch, role="client")
+    assert report["baselines"] == {} and report["split"] == "random"
+
+
+@pytest.mark.mutation
+def test_predict_writes_the_generations_and_no_metrics(tmp_path):
+    task = ResponseTask(quantization="none", lora=None, output_dir=str(tmp_path))
+    task.model = torch.nn.Linear(1, 1)
+    task.generate_text = lambda prompts, *args: [PAIRS[p[-1] - 3][0] for p in prompts]  # prompt i ends in 3 + i
+    requests = response_requests()[:3]
+    returned = trainer(tmp_path).predict(task, datamodule=ResponseData(requests, lambda batch: {"requests": list(batch)}))
+    rows = read_jsonl(tmp_path / "generations.jsonl")
+    assert rows == [row for batch in returned for row in batch] and not (tmp_path / "metrics.json").exists()
+    assert [(r["dialogue_id"], r["generation"]) for r in rows] == [(q.dialogue_id, g.strip()) for q, (g, _) in
+                                                                    zip(requests, PAIRS)]  # fmt: skip

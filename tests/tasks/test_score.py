@@ -1,6 +1,6 @@
 """The score tasks: the answer parser, the losses, both tasks end to end through the real CLI on
 the tiny backbone and the real data, the heads' export and reload in a fresh process, the paper's
-configs."""
+configs, and the test paths in seconds (marked for the mutation session)."""
 
 import json
 import math
@@ -9,12 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from _fakes import PAD, SEED, TOL, ScoreData, read_jsonl, tiny_llama, trainer
+from _references import OWN_RULE, reference_by_rule, reference_modes, reference_scores, score_arrays
 
 from kokorozoo.cli import main
 from kokorozoo.data import ITEM_NAMES
-from kokorozoo.data.datamodules import ScoreDataModule
+from kokorozoo.data.datamodules import ScoreDataModule, ScoreSample, collate_scores
 from kokorozoo.data.score_format import answer_form, format_scores, parse_scores
 from kokorozoo.errors import UsageError
 from kokorozoo.tasks import ScoreHeadsTask, ScoreTask
@@ -349,7 +352,7 @@ def test_score_heads_task_end_to_end(heads_fit):
 
 RELOAD = """
 import json, sys, torch
-from kokorozoo.data.datamodules import ScoreDataModule
+from kokorozoo.data.datamodules import ScoreDataModule, ScoreSample, collate_scores
 from kokorozoo.tasks.score import ScoreHeadsTask
 task = ScoreHeadsTask.from_export(sys.argv[1])
 dm = ScoreDataModule(max_length=768, limit_test=3, eval_batch_size=3)
@@ -425,3 +428,298 @@ def test_heads_that_learned_nothing_predict_each_items_mode(small_tiny, score_ba
     assert torch.equal(predicted, item_modes(train_scores).float().expand_as(predicted))
     frequencies = torch.nn.functional.one_hot(train_scores, 6).float().mean(0)
     torch.testing.assert_close(torch.tensor(rows[0]["distribution"]), frequencies, atol=1e-3, rtol=0)
+
+
+
+# -- the test paths in seconds: a real Trainer.test on a tiny in-memory Llama (or stubbed answers) ----
+# Every number of the report and every row of the file against tests/_references.py; the data is
+# chosen so that each rule is exercised: predictions off by 0, 1, 2 and more, invalid answers, a tie
+# in the baseline's mode, left-padded prompts of different lengths.
+
+#: Gold scores of six test dialogues (every level 0-5 occurs in every item).
+TEST_GOLD = [[(i + d) % 6 for i in range(20)] for d in range(6)]
+#: A training part whose per-item modes are known: item 0 ties 1 and 4 (the smaller, 1, wins),
+#: the others' mode is 3 (4 in item 1), so the baseline is off by 0, 1, 2 and more on TEST_GOLD.
+TRAIN = [[1] + [4] + [3] * 18, [1] + [4] + [3] * 18, [4] + [4] + [3] * 18, [4] + [0] + [3] * 18, [5] * 20]
+TRAIN_MODES = [1, 4] + [3] * 18
+
+
+def score_samples(lengths=(5, 9, 4, 7, 6, 8)):
+    """Six dialogues whose prompts differ in length (batches are left-padded) and in tokens."""
+    generator = torch.Generator().manual_seed(1)
+    samples = []
+    for d, (length, gold) in enumerate(zip(lengths, TEST_GOLD)):
+        prompt = torch.randint(1, 64, (length,), generator=generator).tolist()
+        samples.append(ScoreSample(f"d{d}", prompt + [PAD, PAD], [-100] * length + [1, 2], length, gold))
+    return samples
+
+
+def collate(samples):
+    return collate_scores(samples, PAD)
+
+
+#: The non-neural baseline's distributions for the six test dialogues, as the stub below gives them.
+CLASSICAL = torch.softmax(torch.randn(6, 20, 6, generator=torch.Generator().manual_seed(5)) * 2, -1)
+
+
+@pytest.fixture
+def classical_baseline(monkeypatch):
+    """The score baseline stands in with CLASSICAL (it is fitted and tested in tests/evaluation);
+    the task must hand it its split and the tested dialogues, in order."""
+    calls = []
+
+    def distribution(split, dialogues):
+        calls.append((split, [d.id for d in dialogues]))
+        return CLASSICAL[: len(dialogues)]
+
+    monkeypatch.setattr("kokorozoo.evaluation.baselines.score_baseline_distribution", distribution)
+    return calls
+
+
+def check_sections(report: dict, logged: dict, sections) -> None:
+    """``(section, per-item prefix, logged prefix, per-item values)``: each figure of the report,
+    its per-item columns and its logged value."""
+    assert list(report["per_item"]) == list(ITEM_NAMES)
+    for section, prefix, log, values in sections:
+        for key in ("acc", "acc_soft", "mae"):
+            assert report[section][key] == pytest.approx(float(values[key].mean()), abs=TOL), (section, key)
+            assert logged[f"{log}_{key}"] == pytest.approx(report[section][key], abs=1e-4)  # logged as float32
+            per_item = [report["per_item"][name][f"{prefix}{key}"] for name in ITEM_NAMES]
+            np.testing.assert_allclose(per_item, values[key], rtol=0, atol=TOL, err_msg=f"{prefix}{key}")
+
+
+def check_score_report(report: dict, rows: list[dict], logged: dict, task_name: str) -> None:
+    """The report and the logged figures against numpy on the rows, the mode baseline on TRAIN,
+    the non-neural baseline on CLASSICAL, each metric under its own rule."""
+    assert report["task"] == task_name and report["seed"] == SEED and report["dialogues"] == len(rows) == 6
+    assert [r["dialogue_id"] for r in rows] == [f"d{d}" for d in range(6)] and [r["gold"] for r in rows] == TEST_GOLD
+    gold, pred = score_arrays(rows)
+    model = reference_scores(gold, pred)
+    assert report["baseline"]["modes"] == dict(zip(ITEM_NAMES, TRAIN_MODES))
+    assert reference_modes(np.array(TRAIN)).tolist() == TRAIN_MODES
+    baseline = reference_scores(gold, np.broadcast_to(np.array(TRAIN_MODES, dtype=float), gold.shape))
+    classical = reference_by_rule(gold, CLASSICAL.numpy())
+    check_sections(report, logged, [("metrics", "", "test", model), ("baseline", "baseline_", "baseline", baseline),
+                                    ("classical", "classical_", "classical", classical)])  # fmt: skip
+    assert report["rules"]["classical"] == OWN_RULE and report["rules"]["baseline"] == "the per-item mode"
+    np.testing.assert_allclose([r["classical_distribution"] for r in rows], CLASSICAL.numpy(), rtol=0, atol=1e-6)
+    assert report["split"] == "random"
+    invalid = int(np.isnan(pred).sum())
+    assert report["metrics"]["invalid"] == invalid and logged["test_invalid"] == invalid
+    assert set(report["metrics"]) == {"acc", "acc_soft", "mae", "invalid"}
+
+
+@pytest.mark.mutation
+def test_heads_test_path_reports_what_their_logits_imply(tmp_path, classical_baseline):
+    model = tiny_llama()
+    task = ScoreHeadsTask(quantization="none", compute_dtype="float32", lora=None, output_dir=str(tmp_path))
+    task.model = model
+    task.configure_heads(type("Backbone", (), {"model": model})())
+    torch.nn.init.normal_(task.heads.weight, std=3.0)  # spread the levels the heads choose
+    samples = score_samples()
+    data = ScoreData(samples, collate, TRAIN, split_kind="client_disjoint")
+    [logged] = trainer(tmp_path).test(task, datamodule=data, verbose=False)
+    rows = read_jsonl(tmp_path / "predictions.jsonl")
+    report = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
+    assert report.pop("split") == "client_disjoint"
+    report["split"] = "random"  # as check_score_report expects of the others
+
+    # the logits recomputed here: each prompt's final hidden state at its last token, then the heads
+    batch = collate(samples)
+    task.eval()  # Trainer.test gives the module back in training mode
+    ids, mask = batch["prompt"]["input_ids"], batch["prompt"]["attention_mask"]
+    assert mask[:, 0].sum() < len(samples) and mask[:, -1].all()  # left-padded
+    with torch.no_grad():
+        hidden = model.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
+        logits = torch.nn.functional.linear(hidden.last_hidden_state[:, -1], task.heads.weight, task.heads.bias)
+        logits = logits.view(len(samples), 20, 6)
+        torch.testing.assert_close(task.item_logits(batch["prompt"]), logits, atol=1e-5, rtol=1e-5)
+    assert [r["predicted"] for r in rows] == logits.argmax(-1).tolist()
+    distributions = np.array([r["distribution"] for r in rows])
+    np.testing.assert_allclose(distributions, logits.softmax(-1).numpy(), rtol=0, atol=1e-5)
+    assert all("generation" not in r for r in rows)
+    check_sections(report, logged, [("by_rule", "by_rule_", "by_rule", reference_by_rule(np.array(TEST_GOLD), distributions))])
+    assert report["rules"]["by_rule"] == OWN_RULE and report["rules"]["metrics"].startswith("argmax")
+    [(split, tested)] = classical_baseline  # fitted on the datamodule's split, for the tested dialogues
+    assert tested == [f"d{d}" for d in range(6)] and [d.id for d in split.train] == ["d0"]
+    # the run exercises every rule: predictions off by 0, 1, 2 and more
+    gold, pred = score_arrays(rows)
+    assert {0, 1, 2, 3} <= set(np.minimum(np.abs(pred - gold), 3).astype(int).ravel().tolist())
+    check_score_report(report, rows, logged, "score-heads")
+
+
+@pytest.mark.mutation
+def test_heads_read_a_bfloat16_backbone_in_float32():
+    model = tiny_llama(torch.bfloat16)
+    task = ScoreHeadsTask(quantization="none", compute_dtype="bfloat16", lora=None, head_dropout=0.5)
+    task.model = model
+    task.configure_heads(type("Backbone", (), {"model": model})())
+    prompt = collate(score_samples())["prompt"]
+    task.eval()
+    with torch.no_grad():
+        logits = task.item_logits(prompt)
+        assert logits.dtype == torch.float32 and logits.shape == (6, 20, 6)
+        assert torch.equal(task.item_logits(prompt), logits)  # no dropout at test time
+        task.train()
+        assert not torch.equal(task.item_logits(prompt), logits)  # dropout on the heads' input in training
+
+
+#: Raw dialogue statistics of the six test dialogues and of a training part (8 each).
+STATISTICS = torch.rand(6, 8, generator=torch.Generator().manual_seed(3)) * 1000
+TRAIN_STATISTICS = torch.rand(5, 8, generator=torch.Generator().manual_seed(4)) * 1000
+
+
+@pytest.mark.mutation
+def test_heads_read_the_statistics_standardised_on_the_training_part():
+    model = tiny_llama()
+    task = ScoreHeadsTask(quantization="none", compute_dtype="float32", lora=None, features="statistics")
+    task.model = model
+    task.configure_heads(type("Backbone", (), {"model": model})())
+    assert task.heads.in_features == 16 + 8
+    task._standardise_on(TRAIN_STATISTICS)
+    logged = np.log1p(TRAIN_STATISTICS.numpy().astype(np.float64))
+    np.testing.assert_allclose(task.statistics_mean.numpy(), logged.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(task.statistics_scale.numpy(), logged.std(0), rtol=1e-4)  # population std
+    torch.nn.init.normal_(task.heads.weight, std=3.0)
+    samples = [ScoreSample(s.dialogue_id, s.input_ids, s.labels, s.prompt_length, s.scores, tuple(stats.tolist()))
+               for s, stats in zip(score_samples(), STATISTICS)]  # fmt: skip
+    batch = collate(samples)
+    torch.testing.assert_close(batch["statistics"], STATISTICS)
+    task.eval()
+    ids, mask = batch["prompt"]["input_ids"], batch["prompt"]["attention_mask"]
+    with torch.no_grad():
+        hidden = model.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
+        standardised = (np.log1p(STATISTICS.numpy().astype(np.float64)) - logged.mean(0)) / logged.std(0)
+        inputs = torch.cat([hidden.last_hidden_state[:, -1], torch.tensor(standardised, dtype=torch.float32)], -1)
+        expected = torch.nn.functional.linear(inputs, task.heads.weight, task.heads.bias).view(6, 20, 6)
+        torch.testing.assert_close(task.item_logits(batch["prompt"], batch["statistics"]), expected, atol=1e-4, rtol=1e-4)
+        predicted, rows = task.infer(batch)
+    assert predicted.tolist() == expected.argmax(-1).float().tolist()
+    np.testing.assert_allclose([r["distribution"] for r in rows], expected.softmax(-1).numpy(), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError) as error:
+        task.item_logits(batch["prompt"])
+    assert str(error.value) == "features: statistics needs the dialogues' statistics (batch['statistics'])"
+
+
+class CharTokenizer:
+    """One token a character (ids 1..14), as the answer form needs: each digit its own token."""
+
+    VOCAB = {c: i + 1 for i, c in enumerate("D0123456789: \n")}
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [self.VOCAB[c] for c in text]}
+
+
+@pytest.mark.mutation
+def test_constrained_test_path_reports_the_digits_distributions(tmp_path, classical_baseline):
+    """One forward over each left-padded prompt and the answer form written with the training
+    modes; each item's distribution is the LM's softmax over the six digits at its value position."""
+    model = tiny_llama()
+    task = ScoreTask(quantization="none", compute_dtype="float32", lora=None, output_dir=str(tmp_path),
+                     scoring="constrained")  # fmt: skip
+    task.model, task._tokenizer = model, CharTokenizer()
+    samples = score_samples()
+    [logged] = trainer(tmp_path).test(task, datamodule=ScoreData(samples, collate, TRAIN), verbose=False)
+    rows = read_jsonl(tmp_path / "predictions.jsonl")
+    report = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
+
+    answer = CharTokenizer()(format_scores(TRAIN_MODES))["input_ids"]  # the form, at the training modes
+    assert task.answer_form().ids == answer
+    values = [i for i, c in enumerate(format_scores(TRAIN_MODES)) if c.isdigit() and format_scores(TRAIN_MODES)[i - 1] == " "]
+    digits = [CharTokenizer.VOCAB[str(level)] for level in range(6)]
+    expected = []
+    with torch.no_grad():
+        for sample in samples:  # each prompt alone, unpadded
+            logits = model(input_ids=torch.tensor([sample.prompt_ids + answer])).logits[0]
+            at = torch.tensor(values) + sample.prompt_length - 1
+            expected.append(logits[at][:, digits].softmax(-1))
+    expected = torch.stack(expected)
+    distributions = np.array([r["distribution"] for r in rows])
+    np.testing.assert_allclose(distributions, expected.numpy(), rtol=0, atol=1e-5)
+    assert [r["predicted"] for r in rows] == expected.argmax(-1).tolist()
+    assert all("generation" not in r for r in rows) and report["metrics"]["invalid"] == 0
+    check_sections(report, logged, [("by_rule", "by_rule_", "by_rule", reference_by_rule(np.array(TEST_GOLD), distributions))])
+    assert report["rules"]["metrics"].startswith("argmax of the six digits") and report["rules"]["by_rule"] == OWN_RULE
+    check_score_report(report, rows, logged, "score")
+
+
+#: Text answers: whole and right, whole and off by one or two, cut short, unreadable, repeated
+#: with a conflict: parsed to integers with None where an item is invalid.
+ANSWERS = [
+    format_scores(TEST_GOLD[0]),
+    format_scores([min(g + 1, 5) for g in TEST_GOLD[1]]),
+    format_scores([max(g - 2, 0) for g in TEST_GOLD[2]]),
+    "\n".join(format_scores(TEST_GOLD[3]).splitlines()[:7]),
+    "I cannot rate this dialogue.",
+    format_scores(TEST_GOLD[5]) + "\nD4: 0",
+]
+
+
+@pytest.mark.parametrize(
+    "accelerator", ["cpu", pytest.param("gpu", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
+)
+@pytest.mark.mutation
+def test_text_test_path_reports_what_its_answers_parse_to(tmp_path, accelerator, classical_baseline):
+    task = ScoreTask(quantization="none", compute_dtype="float32", lora=None, output_dir=str(tmp_path))
+    task.model = torch.nn.Linear(1, 1)  # the answers below stand in for generation
+    samples, prompts = score_samples(), []
+    answers = iter([ANSWERS[:2], ANSWERS[2:4], ANSWERS[4:]])
+    task.generate = lambda prompt: prompts.append(prompt) or next(answers)
+    [logged] = trainer(tmp_path, accelerator).test(task, datamodule=ScoreData(samples, collate, TRAIN), verbose=False)
+    for prompt, i in zip(prompts, (0, 2, 4)):  # each batch's left-padded prompts are what is answered
+        expected = collate(samples[i : i + 2])["prompt"]
+        assert all(torch.equal(prompt[k].cpu(), expected[k]) for k in ("input_ids", "attention_mask"))
+    rows = read_jsonl(tmp_path / "predictions.jsonl")
+    assert [r["generation"] for r in rows] == ANSWERS
+    for row in rows:
+        assert row["predicted"] == [None if math.isnan(v) else int(v) for v in parse_scores(row["generation"])]
+    assert rows[0]["predicted"] == TEST_GOLD[0] and rows[3]["predicted"][7:] == [None] * 13
+    assert rows[4]["predicted"] == [None] * 20 and rows[5]["predicted"][3] is None
+    report = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
+    check_score_report(report, rows, logged, "score")
+    assert report["metrics"]["invalid"] == 13 + 20 + 1
+    assert "by_rule" not in report and "by_rule" not in report["rules"]  # a text answer has no distribution
+
+
+@pytest.mark.mutation
+def test_score_test_needs_the_training_scores_for_its_baseline(tmp_path):
+    task = ScoreTask(quantization="none", compute_dtype="float32", lora=None, output_dir=str(tmp_path))
+    task.model = torch.nn.Linear(1, 1)
+    task.generate = lambda prompt: ANSWERS[:2]
+    message = r"^ScoreTask is tested with a ScoreDataModule \(for the baseline\)$"
+    with pytest.raises(RuntimeError, match=message):
+        task.on_test_epoch_start()  # no trainer at all
+    with pytest.raises(RuntimeError, match=message):
+        trainer(tmp_path).test(task, datamodule=ScoreData(score_samples()[:2], collate), verbose=False)
+
+
+@pytest.mark.mutation
+def test_heads_validation_scores_their_argmax(tmp_path):
+    """The figures that choose the best checkpoint (val_acc ...) are the test's, on the validation part."""
+    model = tiny_llama()
+    task = ScoreHeadsTask(quantization="none", compute_dtype="float32", lora=None, output_dir=str(tmp_path))
+    task.model = model
+    task.configure_heads(type("Backbone", (), {"model": model})())
+    torch.nn.init.normal_(task.heads.weight, std=3.0)
+    samples = score_samples()
+    data = ScoreData(samples, collate, TRAIN)
+    data.val_dataloader = data.test_dataloader
+    [logged] = trainer(tmp_path).validate(task, datamodule=data, verbose=False)
+    task.eval()
+    with torch.no_grad():
+        pred = task.item_logits(collate(samples)["prompt"]).argmax(-1).double().numpy()
+    expected = reference_scores(np.array(TEST_GOLD, dtype=float), pred)
+    for key in ("acc", "acc_soft", "mae"):
+        assert logged[f"val_{key}"] == pytest.approx(float(expected[key].mean()), abs=1e-4), key
+    assert logged["val_invalid"] == 0 and logged["val_loss"] > 0
+
+
+@pytest.mark.mutation
+def test_heads_report_by_rule_for_a_single_dialogue(tmp_path, classical_baseline):
+    model = tiny_llama()
+    task = ScoreHeadsTask(quantization="none", compute_dtype="float32", lora=None, output_dir=str(tmp_path))
+    task.model = model
+    task.configure_heads(type("Backbone", (), {"model": model})())
+    trainer(tmp_path).test(task, datamodule=ScoreData(score_samples()[:1], collate, TRAIN), verbose=False)
+    report = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
+    assert report["dialogues"] == 1 and set(report["by_rule"]) == {"acc", "acc_soft", "mae"}

@@ -51,6 +51,11 @@ class KokoroChatDataModule(LightningDataModule):
         num_workers: DataLoader workers.
     """
 
+    #: Which kind of split :meth:`make_split` draws (named in every report), and the language of
+    #: the dialogues' text.
+    split_kind: str = "random"
+    language: str = "ja"
+
     def __init__(
         self,
         root: str | None = None,
@@ -107,7 +112,16 @@ class KokoroChatDataModule(LightningDataModule):
         the model as it was trained, with no config."""
         return {"max_length": self.max_length}
 
-    def _require_tokenizer(self):
+    def train_labels(self) -> torch.Tensor | None:
+        """The training part's labels, [N] or [N, items]: what the constant baseline (each label's
+        most frequent value) is fit on. None: this data has no such baseline."""
+        return None
+
+    def whole_split(self) -> Split:
+        """The split of all dialogues, no ``limit_*`` applied: what the baselines are fit on."""
+        return self.make_split(self.data.dialogues)
+
+    def require_tokenizer(self):
         if self.tokenizer is None:
             raise RuntimeError("no tokenizer: call datamodule.connect(task.tokenizer) before use")
         return self.tokenizer

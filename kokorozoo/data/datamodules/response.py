@@ -84,7 +84,7 @@ class ResponseDataModule(KokoroChatDataModule):
         return {**super().prompt_settings(), "role": self.role, "system_prompt": self.system_prompt}
 
     def encode(self, dialogue: Dialogue):
-        return encode_dialogue(self._require_tokenizer(), dialogue_turns(dialogue), self.system_prompt, self.role)
+        return encode_dialogue(self.require_tokenizer(), dialogue_turns(dialogue), self.system_prompt, self.role)
 
     def encode_part(self, part: Part, dialogues: Sequence[Dialogue]) -> list:
         if part == "test":
@@ -116,4 +116,4 @@ class ResponseDataModule(KokoroChatDataModule):
         needs any, is done there)."""
         if part == "test":
             return {"requests": list(samples)}
-        return batch_samples(samples, self._require_tokenizer().pad_token_id, self.packing)
+        return batch_samples(samples, self.require_tokenizer().pad_token_id, self.packing)

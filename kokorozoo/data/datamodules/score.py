@@ -92,7 +92,7 @@ class ScoreDataModule(KokoroChatDataModule):
             Turn("client", self.instruction, 0),  # user: the request
             Turn("counselor", format_scores(dialogue.feedback.items), 0),  # assistant: the answer
         ]
-        encoded = encode_dialogue(self._require_tokenizer(), turns, self.system_prompt)
+        encoded = encode_dialogue(self.require_tokenizer(), turns, self.system_prompt)
         answer = len(turns) - 1
         request = encoded.prefix + encoded.ends[answer] - encoded.starts[answer - 1]
         if request > self.max_length:
@@ -107,7 +107,10 @@ class ScoreDataModule(KokoroChatDataModule):
 
     def training_part(self) -> list[Dialogue]:
         """The whole training part of this seed's split (never cut by ``limit_train``)."""
-        return self.make_split(self.data.dialogues).train
+        return self.whole_split().train
+
+    def train_labels(self) -> torch.Tensor:
+        return self.train_scores()
 
     def train_scores(self) -> torch.Tensor:
         """The training part's gold scores, LongTensor[N, 20]: what the constant per-item-mode
@@ -120,4 +123,4 @@ class ScoreDataModule(KokoroChatDataModule):
         return torch.tensor([dialogue_statistics(d) for d in self.training_part()], dtype=torch.float32)
 
     def collate(self, samples: Sequence[ScoreSample], part: Part) -> dict:
-        return collate_scores(samples, self._require_tokenizer().pad_token_id, self.packing)
+        return collate_scores(samples, self.require_tokenizer().pad_token_id, self.packing)

@@ -9,7 +9,6 @@ This module only adds the label and how a long dialogue is cut.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -128,14 +127,12 @@ class TopicDataModule(KokoroChatDataModule):
         return score_split(dialogues, self.seed)
 
     def sample(self, dialogue: Dialogue) -> TopicSample:
-        encoded = encode_dialogue(self._require_tokenizer(), dialogue_turns(dialogue), self.system_prompt)
+        encoded = encode_dialogue(self.require_tokenizer(), dialogue_turns(dialogue), self.system_prompt)
         return TopicSample(dialogue.id, cut_dialogue(encoded, self.max_length, self.keep), topic_index(dialogue))
 
-    @property
-    def majority_topic(self) -> int:
-        """The most frequent topic of the training part: the constant baseline's prediction."""
-        counts = Counter(topic_index(d) for d in self.split.train)
-        return max(counts, key=lambda i: (counts[i], -i))
+    def train_labels(self) -> torch.Tensor:
+        """The training part's topics: the constant baseline answers the most frequent one."""
+        return torch.tensor([topic_index(d) for d in self.split.train], dtype=torch.long)
 
     def collate(self, samples: Sequence[TopicSample], part: Part) -> dict:
-        return collate_topics(samples, self._require_tokenizer().pad_token_id)
+        return collate_topics(samples, self.require_tokenizer().pad_token_id)

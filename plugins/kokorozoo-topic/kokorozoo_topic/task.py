@@ -5,8 +5,6 @@ constant majority-topic baseline."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torchmetrics import MetricCollection
@@ -19,12 +17,12 @@ from kokorozoo_topic.data import NUM_TOPICS, TOPICS
 HEAD_FILE = "topic_head.safetensors"
 
 
-def topic_metrics() -> MetricCollection:
+def topic_metrics(**kwargs) -> MetricCollection:
     """Accuracy (micro: the share of dialogues right) and macro-F1 (every topic counts the same)."""
     return MetricCollection(
         {
-            "acc": MulticlassAccuracy(NUM_TOPICS, average="micro"),
-            "macro_f1": MulticlassF1Score(NUM_TOPICS, average="macro"),
+            "acc": MulticlassAccuracy(NUM_TOPICS, average="micro", **kwargs),
+            "macro_f1": MulticlassF1Score(NUM_TOPICS, average="macro", **kwargs),
         }
     )
 
@@ -42,6 +40,7 @@ class TopicTask(Task):
     """
 
     monitor, mode = "val_macro_f1", "max"
+    head_name, head_file = "head", HEAD_FILE
 
     def __init__(self, head_dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
@@ -62,33 +61,9 @@ class TopicTask(Task):
     def infer(self, batch: dict) -> torch.Tensor:
         return self(batch["input_ids"], batch["attention_mask"])
 
-    # -- export and reload --------------------------------------------------------------------
-
-    def export_extras(self, out: Path) -> dict:
-        """The head, as safetensors beside the adapter."""
-        from safetensors.torch import save_file
-
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, out / HEAD_FILE)
-        return {
-            "head": {
-                "file": HEAD_FILE,
-                "reads": "the final hidden state of the dialogue's last token",
-                "logits": f"weight @ hidden + bias, one per topic ({NUM_TOPICS})",
-                "topics": list(TOPICS),
-            }
-        }
-
-    def load_export_extras(self, folder: Path, info: dict) -> None:
-        """The trained head, in place of the fresh one ``configure_heads`` made."""
-        from safetensors.torch import load_file
-
-        head = info.get("head")
-        if head is None:
-            raise ValueError(f"{folder}: the export holds no topic head (written before kokorozoo-topic saved it):"
-                             " export the checkpoint again")
-        if head.get("topics") != list(TOPICS):
-            raise ValueError(f"{folder}: the head's topics {head.get('topics')} are not this plugin's {list(TOPICS)}")
-        self.head.load_state_dict(load_file(Path(folder) / head["file"]))
+    def head_description(self) -> dict:
+        return {"reads": "the final hidden state of the dialogue's last token",
+                "logits": f"weight @ hidden + bias, one per topic ({NUM_TOPICS})", "topics": list(TOPICS)}
 
     # -- training and validation ------------------------------------------------------------
 
@@ -125,26 +100,17 @@ class TopicTask(Task):
         self.test_metrics.update(logits, batch["labels"])
         self.test_per_topic.update(logits, batch["labels"])
 
-    def test_report(self, rows: list[dict]) -> dict:
+    def test_figures(self, rows: list[dict]) -> dict:
         values = {name: float(value) for name, value in self.test_metrics.compute().items()}
         self.log_dict(values)
         per_topic = dict(zip(TOPICS, (float(v) for v in self.test_per_topic.compute())))
         self.test_metrics.reset()
         self.test_per_topic.reset()
-        report = {"task": "topic", "dialogues": len(rows), "metrics": values, "per_topic_f1": per_topic}
-        baseline = self._majority_baseline(rows)
-        if baseline is not None:
-            report["baseline"] = baseline
-        return report
+        return {"task": "topic", "dialogues": len(rows), "metrics": values, "extra": {"per_topic_f1": per_topic}}
 
-    def _majority_baseline(self, rows: list[dict]) -> dict | None:
-        """Always predicting the training part's most frequent topic, scored on the same test rows."""
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
-        majority = getattr(datamodule, "majority_topic", None)
-        if majority is None or not rows:
-            return None
+    def score_constant(self, majority: torch.Tensor, rows: list[dict]) -> dict:
+        """Always answering the training part's most frequent topic, scored on the same rows."""
         gold = torch.tensor([TOPICS.index(r["topic"]) for r in rows])
-        constant = torch.full_like(gold, majority)
-        metrics = topic_metrics()
-        metrics.update(F.one_hot(constant, NUM_TOPICS).float(), gold)
-        return {"predicts": TOPICS[majority], **{k: float(v) for k, v in metrics.compute().items()}}
+        metrics = topic_metrics(sync_on_compute=False)  # every process holds all rows
+        metrics.update(F.one_hot(torch.full_like(gold, int(majority)), NUM_TOPICS).float(), gold)
+        return {"predicts": TOPICS[int(majority)], **{k: float(v) for k, v in metrics.compute().items()}}

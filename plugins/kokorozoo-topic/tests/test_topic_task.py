@@ -161,7 +161,7 @@ def test_exported_model_predicts_the_same_in_a_fresh_process(fitted, tmp_path):
 def test_an_export_without_the_head_is_refused(tmp_path):
     """An export written before the head was saved would predict with a random head: refused."""
     task = TopicTask()
-    with pytest.raises(ValueError, match="the export holds no topic head .*: export the checkpoint again$"):
-        task.load_export_extras(tmp_path, {"task": "kokorozoo_topic.task.TopicTask"})
-    with pytest.raises(ValueError, match="the head's topics .* are not this plugin's"):
-        task.load_export_extras(tmp_path, {"head": {"file": "topic_head.safetensors", "topics": list(reversed(TOPICS))}})
+    with pytest.raises(ValueError, match="the export holds no head of TopicTask .*: export the checkpoint again$"):
+        task.load_head(tmp_path, {"task": "kokorozoo_topic.task.TopicTask"})
+    with pytest.raises(ValueError, match="the head's topics .* are not this task's"):
+        task.load_head(tmp_path, {"head": {"file": "topic_head.safetensors", "topics": list(reversed(TOPICS))}})
