@@ -60,13 +60,23 @@ def test_score_training_step(benchmark, batches, dtype):
     assert trained > 0
     MEDIANS[dtype] = benchmark.stats.stats.median / len(batches)
     native, seen = cpu_has_native_bfloat16()
-    benchmark.extra_info.update({"dtype": dtype, "steps": len(batches), "seconds_per_step": MEDIANS[dtype],
-                                 "bfloat16_native": native, "cpu": seen})
+    benchmark.extra_info.update(
+        {
+            "dtype": dtype,
+            "steps": len(batches),
+            "seconds_per_step": MEDIANS[dtype],
+            "bfloat16_native": native,
+            "cpu": seen,
+        }
+    )
     if len(MEDIANS) == len(DTYPES):
         ratio = MEDIANS["bfloat16"] / MEDIANS["float32"]
         auto = resolve_compute_dtype("auto", "cpu").name
-        print(f"\ntraining step: float32 {MEDIANS['float32']:.3f} s, bfloat16 {MEDIANS['bfloat16']:.3f} s"
-              f" (bfloat16 / float32 = {ratio:.2f}x); auto picks {auto} ({seen})")
+        print(
+            f"\ntraining step: float32 {MEDIANS['float32']:.3f} s, bfloat16 {MEDIANS['bfloat16']:.3f} s"
+            f" (bfloat16 / float32 = {ratio:.2f}x); auto picks {auto} ({seen})"
+        )
         fastest = min(MEDIANS.values())
         assert MEDIANS[auto] <= AUTO_SLACK * fastest, (
-            f"auto picks {auto}, {MEDIANS[auto] / fastest:.1f}x slower than the faster dtype on this CPU ({seen})")
+            f"auto picks {auto}, {MEDIANS[auto] / fastest:.1f}x slower than the faster dtype on this CPU ({seen})"
+        )

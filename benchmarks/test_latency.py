@@ -42,7 +42,10 @@ def response(kokorochat):
 def test_response_latency(benchmark, response):
     task, prompt = response
     text = benchmark.pedantic(
-        task.generate_text, args=([prompt], RESPONSE_TOKENS, RESPONSE_TOKENS, True), rounds=7, iterations=1,
+        task.generate_text,
+        args=([prompt], RESPONSE_TOKENS, RESPONSE_TOKENS, True),
+        rounds=7,
+        iterations=1,
         warmup_rounds=1,
     )  # shared_prefix=True: ResponseTask's default way
     benchmark.extra_info.update({"prompt_tokens": len(prompt), "new_tokens": RESPONSE_TOKENS})
@@ -78,7 +81,10 @@ def test_score_text_latency(benchmark, score_batch):
     task = loaded(ScoreTask)
     answer_tokens = len(sample.input_ids) - sample.prompt_length
     text = benchmark.pedantic(
-        task.generate_text, args=([sample.prompt_ids], answer_tokens, answer_tokens), rounds=5, iterations=1,
+        task.generate_text,
+        args=([sample.prompt_ids], answer_tokens, answer_tokens),
+        rounds=5,
+        iterations=1,
         warmup_rounds=1,
     )
     benchmark.extra_info.update({"prompt_tokens": sample.prompt_length, "new_tokens": answer_tokens})

@@ -77,7 +77,9 @@ def run_step(variant: str, rows: int) -> dict:
     """One training step of ``variant`` on ``rows`` rows in a fresh process; its memory figures."""
     # big buffers are mapped and unmapped, so freed memory leaves the resident set at once
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 20), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-c", STEP, variant, str(rows), str(LENGTH)], capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", STEP, variant, str(rows), str(LENGTH)], capture_output=True, text=True, env=env
+    )
     if proc.returncode:
         raise AssertionError(f"{variant} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -60,8 +60,12 @@ def test_tokens_through_the_model_per_epoch(benchmark, llama3, name):
     dm, (paper_batch, micro_batch) = llama3[name], SPLITS[name][2]
     packed = benchmark.pedantic(epoch_tokens, args=(dm, paper_batch, True), rounds=1, iterations=1)
     assert epoch_tokens(dm, micro_batch, True) == packed  # no padding whatever the batch
-    info = {"split": name, "samples": len(dm.samples("train")), "packed": packed["through_model"],
-            "labelled": packed["labelled"]}
+    info = {
+        "split": name,
+        "samples": len(dm.samples("train")),
+        "packed": packed["through_model"],
+        "labelled": packed["labelled"],
+    }
     for batch in (paper_batch, micro_batch):
         padded = epoch_tokens(dm, batch, False)
         assert padded["labelled"] == packed["labelled"]  # the same loss terms
@@ -102,5 +106,10 @@ def test_tiny_score_epoch(benchmark, kokorochat, tiny_task, packing):
     dm.setup("fit")
     batches = list(dm.train_dataloader())
     trained = benchmark.pedantic(one_epoch, args=(tiny_task, batches), rounds=3, iterations=1)
-    benchmark.extra_info.update({"packing": packing, "tokens_through_model": sum(b["input_ids"].numel() for b in batches),
-                                 "trained_tokens": trained})
+    benchmark.extra_info.update(
+        {
+            "packing": packing,
+            "tokens_through_model": sum(b["input_ids"].numel() for b in batches),
+            "trained_tokens": trained,
+        }
+    )

@@ -50,6 +50,8 @@ def test_read_a_batch_of_score_answers(benchmark, reading, mode):
     RESULTS[mode] = benchmark.stats.stats.median
     if mode == "constrained" and "greedy" in RESULTS:
         ratio = RESULTS["greedy"] / RESULTS[mode]
-        print(f"\nscore answers of {EVAL_BATCH} dialogues: greedy / constrained = {ratio:.1f}x"
-              f" ({RESULTS['greedy'] / EVAL_BATCH:.3f} s and {RESULTS[mode] / EVAL_BATCH:.3f} s a dialogue)")
+        print(
+            f"\nscore answers of {EVAL_BATCH} dialogues: greedy / constrained = {ratio:.1f}x"
+            f" ({RESULTS['greedy'] / EVAL_BATCH:.3f} s and {RESULTS[mode] / EVAL_BATCH:.3f} s a dialogue)"
+        )
         assert ratio >= 2

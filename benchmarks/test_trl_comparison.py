@@ -96,10 +96,18 @@ class BatchWidths(Callback):
 
 def test_kokorozoo_epoch(benchmark, datamodule):
     """The product path: Lightning fits ResponseTask (its own training_step) on the datamodule."""
+
     def setup():
         trainer = Trainer(
-            max_epochs=1, accelerator="cpu", precision="32-true", logger=False, enable_checkpointing=False,
-            limit_val_batches=0, enable_progress_bar=False, enable_model_summary=False, callbacks=[BatchWidths()],
+            max_epochs=1,
+            accelerator="cpu",
+            precision="32-true",
+            logger=False,
+            enable_checkpointing=False,
+            limit_val_batches=0,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[BatchWidths()],
         )
         return (trainer, fresh_task()), {}
 
@@ -124,13 +132,28 @@ def sft_trainer(dialogues, tokenizer, output_dir):
     task = fresh_task()
     hp = task.hparams
     args = SFTConfig(
-        output_dir=str(output_dir), use_cpu=True, report_to=[], save_strategy="no", logging_strategy="no",
-        disable_tqdm=True, seed=0,
-        assistant_only_loss=True, max_length=MAX_LENGTH, packing=False,
-        per_device_train_batch_size=BATCH, num_train_epochs=1, train_sampling_strategy="sequential",
-        activation_checkpointing=False, bf16=False, fp16=False,
-        optim="adamw_torch", learning_rate=hp.lr, lr_scheduler_type="linear",
-        warmup_steps=min(hp.warmup_steps, STEPS), weight_decay=hp.weight_decay, max_grad_norm=0.0,
+        output_dir=str(output_dir),
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+        assistant_only_loss=True,
+        max_length=MAX_LENGTH,
+        packing=False,
+        per_device_train_batch_size=BATCH,
+        num_train_epochs=1,
+        train_sampling_strategy="sequential",
+        activation_checkpointing=False,
+        bf16=False,
+        fp16=False,
+        optim="adamw_torch",
+        learning_rate=hp.lr,
+        lr_scheduler_type="linear",
+        warmup_steps=min(hp.warmup_steps, STEPS),
+        weight_decay=hp.weight_decay,
+        max_grad_norm=0.0,
     )
     data = Dataset.from_list([{"messages": chat_messages(dialogue_turns(d))} for d in dialogues])
     trainer = SFTTrainer(model=task.model, processing_class=task.tokenizer, train_dataset=data, args=args)
@@ -185,6 +208,8 @@ def test_trl_sft_epoch(benchmark, datamodule, tmp_path):
         pytest.skip("the ratio needs both benchmarks timed in this session")
     ratio = MEDIANS["trl"] / MEDIANS["kokorozoo"]
     benchmark.extra_info["trl_over_kokorozoo"] = round(ratio, 3)
-    print(f"\nepoch median: kokorozoo {MEDIANS['kokorozoo']:.2f} s, TRL SFTTrainer {MEDIANS['trl']:.2f} s,"
-          f" TRL / kokorozoo = {ratio:.2f}")
+    print(
+        f"\nepoch median: kokorozoo {MEDIANS['kokorozoo']:.2f} s, TRL SFTTrainer {MEDIANS['trl']:.2f} s,"
+        f" TRL / kokorozoo = {ratio:.2f}"
+    )
     assert ratio >= 1.0, f"our epoch is slower than TRL's SFTTrainer ({ratio:.2f}x)"

@@ -72,13 +72,17 @@ def chat_messages(turns: Sequence[Turn], system_prompt: str | None = None) -> li
     return messages
 
 
-def render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], target: Role = "counselor"
-           ) -> tuple[list[int], list[int]]:
+def render(
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], target: Role = "counselor"
+) -> tuple[list[int], list[int]]:
     """The token ids of ``messages`` through the tokenizer's chat template, and the mask of the
     tokens the template marks as the ``target`` speaker's output (its text and ``<|eot_id|>``).
     ``target`` is a KokoroChat role: a client model learns the ``user`` messages."""
     encoded = tokenizer.apply_chat_template(
-        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True,
+        messages,
+        tokenize=True,
+        return_dict=True,
+        return_assistant_tokens_mask=True,
         **{TARGET_ROLE_VARIABLE: CHAT_ROLE[target]},
     )
     return list(encoded["input_ids"]), list(encoded["assistant_masks"])

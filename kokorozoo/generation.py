@@ -30,10 +30,21 @@ from kokorozoo.data.batching import pad_ids
 #: neutral values; the shared-prefix decoder implements none of them, so a model that sets one is
 #: generated with ``generate``.
 _GENERATE_ONLY = {
-    "num_beams": 1, "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
-    "encoder_no_repeat_ngram_size": 0, "sequence_bias": None, "bad_words_ids": None, "suppress_tokens": None,
-    "begin_suppress_tokens": None, "forced_bos_token_id": None, "forced_eos_token_id": None, "min_length": 0,
-    "exponential_decay_length_penalty": None, "guidance_scale": 1.0, "watermarking_config": None,
+    "num_beams": 1,
+    "repetition_penalty": 1.0,
+    "encoder_repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0,
+    "sequence_bias": None,
+    "bad_words_ids": None,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+    "min_length": 0,
+    "exponential_decay_length_penalty": None,
+    "guidance_scale": 1.0,
+    "watermarking_config": None,
     "remove_invalid_values": False,
 }
 #: RoPE variants whose frequencies depend on the longest position in the forward: a prefill over a
@@ -50,15 +61,23 @@ def shared_prefix_supported(model) -> bool:
     if any(getattr(generation, name, neutral) not in (None, neutral) for name, neutral in _GENERATE_ONLY.items()):
         return False
     config = model.config
-    if getattr(config, "sliding_window", None) or any(t != "full_attention" for t in getattr(config, "layer_types", None) or ()):
+    if getattr(config, "sliding_window", None) or any(
+        t != "full_attention" for t in getattr(config, "layer_types", None) or ()
+    ):
         return False
     rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
     return rope.get("rope_type", rope.get("type")) not in _LENGTH_DEPENDENT_ROPE
 
 
 @torch.no_grad()
-def generate_padded(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, min_new_tokens: int,
-                    stop_ids: Sequence[int], pad_id: int) -> list[list[int]]:
+def generate_padded(
+    model,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    min_new_tokens: int,
+    stop_ids: Sequence[int],
+    pad_id: int,
+) -> list[list[int]]:
     """Greedy continuations through one ``model.generate`` call on ``prompts`` left-padded into a
     batch (a list of one prompt gives the plain one-``generate``-per-turn way)."""
     device = _device(model)
@@ -88,8 +107,15 @@ class _Row:
 
 
 @torch.no_grad()
-def generate_shared_prefix(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, min_new_tokens: int,
-                           stop_ids: Sequence[int], pad_id: int, batch_size: int = 16) -> list[list[int]]:
+def generate_shared_prefix(
+    model,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    min_new_tokens: int,
+    stop_ids: Sequence[int],
+    pad_id: int,
+    batch_size: int = 16,
+) -> list[list[int]]:
     """Greedy continuations of ``prompts`` (each up to and including its first stop token), with one
     forward per prefix chain and ``batch_size`` prompts decoded together."""
     if max_new_tokens <= 0:  # as generate
@@ -119,10 +145,16 @@ class PromptCache:
 
 
 @torch.no_grad()
-def generate_continuing(model, prompts: Sequence[Sequence[int]], caches: Sequence[PromptCache | None],
-                        max_new_tokens: int, min_new_tokens: int, stop_ids: Sequence[int], pad_id: int,
-                        on_token: Callable[[int, int], None] | None = None
-                        ) -> tuple[list[list[int]], list[PromptCache]]:
+def generate_continuing(
+    model,
+    prompts: Sequence[Sequence[int]],
+    caches: Sequence[PromptCache | None],
+    max_new_tokens: int,
+    min_new_tokens: int,
+    stop_ids: Sequence[int],
+    pad_id: int,
+    on_token: Callable[[int, int], None] | None = None,
+) -> tuple[list[list[int]], list[PromptCache]]:
     """Greedy continuations of prompts that extend earlier ones (the next turn of a chat or of a
     simulated session), all decoded together: each prompt runs only its tokens after the longest
     prefix it shares with its cache (the history computed in earlier turns), and each comes back
@@ -133,8 +165,9 @@ def generate_continuing(model, prompts: Sequence[Sequence[int]], caches: Sequenc
     rows = [_prefill_extending(model, i, list(prompt), cache) for i, (prompt, cache) in enumerate(zip(prompts, caches))]
     results: list[list[int]] = [[] for _ in prompts]
     kept: list[PromptCache] = [None] * len(prompts)  # type: ignore[list-item]
-    _decode(model, rows, results, max_new_tokens, min_new_tokens, stop_ids, pad_id,
-            on_token=on_token, keep=(prompts, kept))
+    _decode(
+        model, rows, results, max_new_tokens, min_new_tokens, stop_ids, pad_id, on_token=on_token, keep=(prompts, kept)
+    )
     return results, kept
 
 
@@ -196,9 +229,17 @@ def _prefill(model, sequence: list[int], members: list[tuple[int, int]]) -> list
     ]
 
 
-def _decode(model, rows: list[_Row], results: list[list[int]], max_new_tokens: int, min_new_tokens: int,
-            stop_ids: Sequence[int], pad_id: int, on_token: Callable[[int, int], None] | None = None,
-            keep: tuple[Sequence[Sequence[int]], list[PromptCache]] | None = None) -> None:
+def _decode(
+    model,
+    rows: list[_Row],
+    results: list[list[int]],
+    max_new_tokens: int,
+    min_new_tokens: int,
+    stop_ids: Sequence[int],
+    pad_id: int,
+    on_token: Callable[[int, int], None] | None = None,
+    keep: tuple[Sequence[Sequence[int]], list[PromptCache]] | None = None,
+) -> None:
     """Batched greedy decoding of ``rows`` from their caches, left-padded to a common length;
     ``on_token`` sees each row's new tokens as they come, and ``keep`` = (prompts, out) gets each
     row's cache of its prompt and new tokens (all but the last, which no forward has read)."""
@@ -247,8 +288,10 @@ def _decode(model, rows: list[_Row], results: list[list[int]], max_new_tokens: i
         for r, row in enumerate(rows):
             read = len(results[row.index]) - 1  # new tokens that went through the model
             span = slice(width - row.length, width + read)
-            layers = [(layer.keys[r : r + 1, :, span].clone(), layer.values[r : r + 1, :, span].clone())
-                      for layer in cache.layers]
+            layers = [
+                (layer.keys[r : r + 1, :, span].clone(), layer.values[r : r + 1, :, span].clone())
+                for layer in cache.layers
+            ]
             out[row.index] = PromptCache(list(prompts[row.index]) + results[row.index][:read], layers)
 
 

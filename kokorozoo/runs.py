@@ -96,7 +96,9 @@ class LastCheckpoint(Checkpoint):
             self._restore_handler()
             # stop here: Lightning's own stop (should_stop) would validate once more and save
             # checkpoints the uninterrupted run never has
-            raise Interrupted(f"interrupted at step {trainer.global_step}: resume with --ckpt_path {self.path(trainer)}")
+            raise Interrupted(
+                f"interrupted at step {trainer.global_step}: resume with --ckpt_path {self.path(trainer)}"
+            )
         if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
             self.save(trainer)
 

@@ -128,4 +128,6 @@ OWN_RULE = {"acc": "argmax", "acc_soft": "best_window", "mae": "median"}
 def reference_by_rule(gold: np.ndarray, probs: np.ndarray) -> dict[str, np.ndarray]:
     """Per-item ACC, ACC_soft and MAE of distributions, each metric under its own rule."""
     predictions = reference_rules(probs)
-    return {metric: reference_scores(gold, predictions[rule].astype(float))[metric] for metric, rule in OWN_RULE.items()}
+    return {
+        metric: reference_scores(gold, predictions[rule].astype(float))[metric] for metric, rule in OWN_RULE.items()
+    }

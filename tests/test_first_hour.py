@@ -19,8 +19,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 def kokorozoo(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "kokorozoo.cli", *map(str, args)], capture_output=True, text=True,
-                          env=environment, cwd=cwd, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "kokorozoo.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=cwd,
+        timeout=600,
+    )
 
 
 def one_line_error(result: subprocess.CompletedProcess, *words: str) -> str:
@@ -40,20 +46,33 @@ def small(small_tiny):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the paper configs run as written where a GPU is visible")
 def test_a_paper_config_without_a_gpu_says_how_to_try_it():
-    one_line_error(kokorozoo("fit", "--config", REPO / "configs/paper/score.yaml"),
-                   "configs/paper/score.yaml", "GPU", "--trainer.accelerator cpu")
+    one_line_error(
+        kokorozoo("fit", "--config", REPO / "configs/paper/score.yaml"),
+        "configs/paper/score.yaml",
+        "GPU",
+        "--trainer.accelerator cpu",
+    )
 
 
 def test_testing_heads_without_a_checkpoint_is_refused(small, tmp_path):
-    one_line_error(kokorozoo("test", "--config", REPO / "configs/score_heads.yaml", *small,
-                             f"--trainer.default_root_dir={tmp_path}"),
-                   "ScoreHeadsTask", "--ckpt_path")
+    one_line_error(
+        kokorozoo(
+            "test", "--config", REPO / "configs/score_heads.yaml", *small, f"--trainer.default_root_dir={tmp_path}"
+        ),
+        "ScoreHeadsTask",
+        "--ckpt_path",
+    )
     assert not list(tmp_path.rglob("metrics.json"))
 
 
 def test_a_text_task_without_a_checkpoint_is_reported_as_zero_shot(short_fit_args, tmp_path, capsys):
-    args = short_fit_args("score.yaml", tmp_path, "--data.init_args.limit_test=2", "--data.init_args.max_length=768",
-                          "--model.init_args.max_new_tokens=4")
+    args = short_fit_args(
+        "score.yaml",
+        tmp_path,
+        "--data.init_args.limit_test=2",
+        "--data.init_args.max_length=768",
+        "--model.init_args.max_new_tokens=4",
+    )
     args = ["test", *(a for a in args[1:] if not a.startswith(("--trainer.max_steps", "--trainer.val_check")))]
     assert main(args) == 0
     assert "no checkpoint: zero-shot" in capsys.readouterr().out
@@ -64,10 +83,19 @@ def test_a_text_task_without_a_checkpoint_is_reported_as_zero_shot(short_fit_arg
 
 def test_a_step_setting_that_no_longer_fits_several_processes_is_found_before_they_start(small, tmp_path):
     # 8 training dialogues over 3 processes at batch 2: 2 batches each, fewer than val_check_interval
-    result = kokorozoo("fit", "--config", REPO / "configs/score.yaml", *small, "--trainer.devices=3",
-                       "--trainer.strategy=ddp", "--trainer.val_check_interval=3", "--data.init_args.limit_train=8",
-                       "--data.init_args.batch_size=2", "--data.init_args.max_length=768",
-                       f"--trainer.default_root_dir={tmp_path}")
+    result = kokorozoo(
+        "fit",
+        "--config",
+        REPO / "configs/score.yaml",
+        *small,
+        "--trainer.devices=3",
+        "--trainer.strategy=ddp",
+        "--trainer.val_check_interval=3",
+        "--data.init_args.limit_train=8",
+        "--data.init_args.batch_size=2",
+        "--data.init_args.max_length=768",
+        f"--trainer.default_root_dir={tmp_path}",
+    )
     one_line_error(result, "trainer.val_check_interval (3)", "2 training batches each of the 3 processes", "at most 2")
 
 
@@ -83,20 +111,39 @@ def test_export_never_overwrites_an_earlier_export(tmp_path):
 def test_a_bad_checkpoint_is_named_in_one_line(small, tmp_path, content):
     ckpt = tmp_path / "broken.ckpt"
     ckpt.write_bytes(content)
-    one_line_error(kokorozoo("test", "--config", REPO / "configs/score_heads.yaml", *small, f"--ckpt_path={ckpt}",
-                             f"--trainer.default_root_dir={tmp_path}"),
-                   str(ckpt), "not a readable checkpoint")
+    one_line_error(
+        kokorozoo(
+            "test",
+            "--config",
+            REPO / "configs/score_heads.yaml",
+            *small,
+            f"--ckpt_path={ckpt}",
+            f"--trainer.default_root_dir={tmp_path}",
+        ),
+        str(ckpt),
+        "not a readable checkpoint",
+    )
 
 
 def test_mistakes_in_the_settings_are_found_before_training(small, tmp_path):
-    fit = ("fit", "--config", REPO / "configs/score_heads.yaml", *small, "--data.init_args.limit_train=4",
-           "--data.init_args.limit_val=2")
-    one_line_error(kokorozoo(*fit, "--data.init_args.max_length=64", f"--trainer.default_root_dir={tmp_path}"),
-                   "data.init_args.max_length (64)", "instruction")
+    fit = (
+        "fit",
+        "--config",
+        REPO / "configs/score_heads.yaml",
+        *small,
+        "--data.init_args.limit_train=4",
+        "--data.init_args.limit_val=2",
+    )
+    one_line_error(
+        kokorozoo(*fit, "--data.init_args.max_length=64", f"--trainer.default_root_dir={tmp_path}"),
+        "data.init_args.max_length (64)",
+        "instruction",
+    )
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    one_line_error(kokorozoo(*fit, f"--trainer.default_root_dir={blocker / 'runs'}"),
-                   "cannot be written", str(blocker / "runs"))
+    one_line_error(
+        kokorozoo(*fit, f"--trainer.default_root_dir={blocker / 'runs'}"), "cannot be written", str(blocker / "runs")
+    )
 
 
 def test_a_config_file_that_is_empty_or_missing_is_named(tmp_path):
@@ -107,18 +154,31 @@ def test_a_config_file_that_is_empty_or_missing_is_named(tmp_path):
 
 
 def test_a_data_location_the_user_named_is_never_replaced_by_another(tmp_path):
-    one_line_error(kokorozoo("data", "stats", env={"KOKOROCHAT_ROOT": str(tmp_path / "missing")}),
-                   "KOKOROCHAT_ROOT", "no such directory")
-    one_line_error(kokorozoo("data", "stats", env={"KOKOROCHAT_ROOT": str(tmp_path)}),
-                   "KOKOROCHAT_ROOT", "no KokoroChat dialogue files")
+    one_line_error(
+        kokorozoo("data", "stats", env={"KOKOROCHAT_ROOT": str(tmp_path / "missing")}),
+        "KOKOROCHAT_ROOT",
+        "no such directory",
+    )
+    one_line_error(
+        kokorozoo("data", "stats", env={"KOKOROCHAT_ROOT": str(tmp_path)}),
+        "KOKOROCHAT_ROOT",
+        "no KokoroChat dialogue files",
+    )
 
 
 def test_skipping_every_file_leaves_nothing_and_says_so(small, tmp_path):
     root = tmp_path / "data"
     root.mkdir()
     (root / "1.json").write_text("{not json")
-    result = kokorozoo("fit", "--config", REPO / "configs/score_heads.yaml", *small, f"--data.init_args.root={root}",
-                       "--data.init_args.on_error=skip", f"--trainer.default_root_dir={tmp_path / 'runs'}")
+    result = kokorozoo(
+        "fit",
+        "--config",
+        REPO / "configs/score_heads.yaml",
+        *small,
+        f"--data.init_args.root={root}",
+        "--data.init_args.on_error=skip",
+        f"--trainer.default_root_dir={tmp_path / 'runs'}",
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     report, error = result.stderr.strip().splitlines()  # the skipped file, as asked, then the one error
     assert report.startswith(f"skipped {root / '1.json'}: ") and "invalid JSON" in report

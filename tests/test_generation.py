@@ -30,16 +30,21 @@ def task_and_prompts(small_tiny, kokorochat, compute_dtype, max_length):
     """A response task on the small tiny model, in eval mode, and the prompts of the first and
     last counselor turns of a test dialogue (cut to ``max_length``, so late turns have their own,
     later-starting history)."""
-    task = ResponseTask(tiny=vars(small_tiny), compute_dtype=compute_dtype, max_new_tokens=MAX_NEW,
-                        min_new_tokens=MIN_NEW)
+    task = ResponseTask(
+        tiny=vars(small_tiny), compute_dtype=compute_dtype, max_new_tokens=MAX_NEW, min_new_tokens=MIN_NEW
+    )
     task.configure_model()
     task.eval()
     dialogue = response_split(kokorochat, "high", seed=0).test[0]
     encoded = encode_dialogue(task.tokenizer, dialogue_turns(dialogue))
     turns = encoded.targets[:6] + encoded.targets[-6:]
     prompts = [generation_prompt(encoded, t, max_length)[0] for t in turns]
-    settings = dict(max_new_tokens=MAX_NEW, min_new_tokens=MIN_NEW, stop_ids=stop_token_ids(task.tokenizer),
-                    pad_id=task.tokenizer.pad_token_id)
+    settings = dict(
+        max_new_tokens=MAX_NEW,
+        min_new_tokens=MIN_NEW,
+        stop_ids=stop_token_ids(task.tokenizer),
+        pad_id=task.tokenizer.pad_token_id,
+    )
     return task, prompts, settings
 
 

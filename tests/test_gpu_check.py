@@ -48,8 +48,12 @@ def _fake_wheel(path: Path) -> Path:
         z.writestr("bitsandbytes/__init__.py", "VERSION = 1\n")
         for lib in ("cpu", "cuda118", "cuda130", "rocm64"):
             z.writestr(f"bitsandbytes/libbitsandbytes_{lib}.so", lib * 1000)
-        z.writestr("bitsandbytes-0.0.1.dist-info/METADATA", "Metadata-Version: 2.1\nName: bitsandbytes\nVersion: 0.0.1\n")
-        z.writestr("bitsandbytes-0.0.1.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(
+            "bitsandbytes-0.0.1.dist-info/METADATA", "Metadata-Version: 2.1\nName: bitsandbytes\nVersion: 0.0.1\n"
+        )
+        z.writestr(
+            "bitsandbytes-0.0.1.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
         z.writestr("bitsandbytes-0.0.1.dist-info/RECORD", "stale\n")
     return wheel
 
@@ -59,11 +63,15 @@ def test_slim_wheel_keeps_only_the_named_libraries_and_installs(tmp_path):
     target, dropped = slim.slim(_fake_wheel(tmp_path), {"cpu", "cuda130"}, tmp_path / "out")
     names = zipfile.ZipFile(target).namelist()
     assert sorted(n for n in names if n.endswith(".so")) == [
-        "bitsandbytes/libbitsandbytes_cpu.so", "bitsandbytes/libbitsandbytes_cuda130.so"]
+        "bitsandbytes/libbitsandbytes_cpu.so",
+        "bitsandbytes/libbitsandbytes_cuda130.so",
+    ]
     assert sorted(dropped) == ["bitsandbytes/libbitsandbytes_cuda118.so", "bitsandbytes/libbitsandbytes_rocm64.so"]
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--target", str(site),
-                    str(target)], check=True)  # pip checks every hash in RECORD
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--target", str(site), str(target)],
+        check=True,
+    )  # pip checks every hash in RECORD
     assert (site / "bitsandbytes" / "libbitsandbytes_cuda130.so").read_text() == "cuda130" * 1000
 
 

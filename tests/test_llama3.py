@@ -42,8 +42,14 @@ IDS = {
 @pytest.fixture(scope="module")
 def task(tiny_cache):
     """A float32 response task on the narrow llama3 model, LoRA without dropout, in eval mode."""
-    task = ResponseTask(backbone="llama3", llama3=NARROW, quantization="none", compute_dtype="float32",
-                        lora={"dropout": 0.0}, max_new_tokens=4)
+    task = ResponseTask(
+        backbone="llama3",
+        llama3=NARROW,
+        quantization="none",
+        compute_dtype="float32",
+        lora={"dropout": 0.0},
+        max_new_tokens=4,
+    )
     task.configure_model()
     return task.eval()
 
@@ -113,8 +119,10 @@ def test_built_once_and_keyed_by_every_setting(tiny_cache, monkeypatch):
     first = build_llama3(cfg, cache_dir=tiny_cache)
     monkeypatch.setattr(llama3_module, "_save", lambda *a: pytest.fail("rebuilt a cached model"))
     assert build_llama3(cfg, cache_dir=tiny_cache) == first
-    keys = {llama3_module._key(dataclasses.replace(cfg, **change), llama3_module.llama3_tokenizer_file())
-            for change in ({}, {"num_layers": 3}, {"seed": 1}, {"hidden_size": 128})}
+    keys = {
+        llama3_module._key(dataclasses.replace(cfg, **change), llama3_module.llama3_tokenizer_file())
+        for change in ({}, {"num_layers": 3}, {"seed": 1}, {"hidden_size": 128})
+    }
     assert len(keys) == 4
 
 
@@ -137,8 +145,11 @@ def test_rendering_uses_the_real_header_and_end_of_turn_ids(tokenizer, turns, en
     assert ids[0] == 128000 and ids.count(128000) == 1
     assert [ids[s] for s in encoded.starts] == [128006] * len(encoded.starts)
     assert all(ids[end - 1] == 128009 for end in encoded.ends)  # every turn ends with <|eot_id|>
-    first, second = (f"<|start_header_id|>{'assistant' if t.role == 'counselor' else 'user'}<|end_header_id|>\n\n"
-                     f"{t.text.strip()}<|eot_id|>" for t in turns[:2])
+    first, second = (
+        f"<|start_header_id|>{'assistant' if t.role == 'counselor' else 'user'}<|end_header_id|>\n\n"
+        f"{t.text.strip()}<|eot_id|>"
+        for t in turns[:2]
+    )
     assert tokenizer.decode(ids[: encoded.starts[2]]) == "<|begin_of_text|>" + first + second
 
 
@@ -216,7 +227,11 @@ class Vocabulary:
     """A tokenizer that maps a token it lacks to its unknown-token id (as sentencepiece ones do)."""
 
     def __init__(self, tokens: list[str], unk_token_id: int | None = 0, eos_token_id: int = 99):
-        self.vocab, self.unk_token_id, self.eos_token_id = {t: i for i, t in enumerate(tokens)}, unk_token_id, eos_token_id
+        self.vocab, self.unk_token_id, self.eos_token_id = (
+            {t: i for i, t in enumerate(tokens)},
+            unk_token_id,
+            eos_token_id,
+        )
 
     def convert_tokens_to_ids(self, token: str) -> int | None:
         return self.vocab.get(token, self.unk_token_id)
@@ -246,7 +261,9 @@ def test_chunked_and_packed_losses_equal_the_full_logits_loss(task, encoded):
 def test_nf4_training_step_on_the_llama3_shape(tiny_cache, encoded):
     task = ResponseTask(backbone="llama3", llama3=NARROW, quantization="nf4", compute_dtype="bfloat16")
     task.configure_model()
-    total, count = task.summed_loss(pack_samples([encoded.clipped(encoded.ends[t], 256, [t]) for t in encoded.targets[:3]]))
+    total, count = task.summed_loss(
+        pack_samples([encoded.clipped(encoded.ends[t], 256, [t]) for t in encoded.targets[:3]])
+    )
     (total / count).backward()
     grads = [p.grad for p in task.parameters() if p.requires_grad]
     assert grads and all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)

@@ -59,8 +59,9 @@ def uninterrupted(long_args, tmp_path_factory):
 
 def start_fit(args: list[str], log: Path) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "kokorozoo.cli", *args], stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "kokorozoo.cli", *args], stdout=log.open("w"), stderr=subprocess.STDOUT, env=env
+    )
 
 
 def wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> None:

@@ -12,7 +12,9 @@ import yaml
 from kokorozoo.cli import main
 from kokorozoo.registry import discover_tasks
 
-pytest.importorskip("kokorozoo_topic", reason="the example plugin is not installed: pip install -e plugins/kokorozoo-topic")
+pytest.importorskip(
+    "kokorozoo_topic", reason="the example plugin is not installed: pip install -e plugins/kokorozoo-topic"
+)
 
 PLUGIN = Path(__file__).resolve().parents[1] / "plugins" / "kokorozoo-topic"
 

@@ -110,8 +110,15 @@ def test_plugin_is_discovered_with_its_distribution(install_plugin, capsys):
     assert main(["tasks", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["echo"] == {
-        "name": "echo", "class": "EchoTask", "class_path": "echo_plugin.EchoTask", "distribution": "kokorozoo-echo",
-        "version": "0.3.1", "core": False, "status": "ok", "error": None, "conflict": None,
+        "name": "echo",
+        "class": "EchoTask",
+        "class_path": "echo_plugin.EchoTask",
+        "distribution": "kokorozoo-echo",
+        "version": "0.3.1",
+        "core": False,
+        "status": "ok",
+        "error": None,
+        "conflict": None,
     }
 
 

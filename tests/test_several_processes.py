@@ -27,8 +27,9 @@ TWO_PROCESSES = ("--trainer.devices=2", "--trainer.strategy=ddp")
 
 def kokorozoo(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-m", "kokorozoo.cli", *args], capture_output=True, text=True, env=env,
-                            timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", "kokorozoo.cli", *args], capture_output=True, text=True, env=env, timeout=900
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -72,8 +73,17 @@ def test_two_processes_count_every_item_once_and_report_what_one_does(fitted, tm
 def test_the_evaluation_batch_size_changes_nothing_in_float32(fitted, tmp_path):
     config, best, test = fitted
     for size in (1, 4):
-        assert main([*test, f"--ckpt_path={best}", f"--data.init_args.eval_batch_size={size}",
-                     f"--model.init_args.output_dir={tmp_path / str(size)}"]) == 0
+        assert (
+            main(
+                [
+                    *test,
+                    f"--ckpt_path={best}",
+                    f"--data.init_args.eval_batch_size={size}",
+                    f"--model.init_args.output_dir={tmp_path / str(size)}",
+                ]
+            )
+            == 0
+        )
     assert_same(outputs(tmp_path / "1"), outputs(tmp_path / "4"))
 
 

@@ -71,10 +71,24 @@ class Plan:
     device: str
 
 
-GPU_PLAN = Plan(Llama3Config(num_layers=32), lengths=(4096, 2048), warmup=2, steps=5, prompt_tokens=1024,
-                new_tokens=128, device="cuda")
-DRY_PLAN = Plan(Llama3Config(num_layers=2, hidden_size=64, intermediate_size=128, num_heads=4, num_kv_heads=2),
-                lengths=(96, 48), warmup=1, steps=2, prompt_tokens=32, new_tokens=8, device="cpu")
+GPU_PLAN = Plan(
+    Llama3Config(num_layers=32),
+    lengths=(4096, 2048),
+    warmup=2,
+    steps=5,
+    prompt_tokens=1024,
+    new_tokens=128,
+    device="cuda",
+)
+DRY_PLAN = Plan(
+    Llama3Config(num_layers=2, hidden_size=64, intermediate_size=128, num_heads=4, num_kv_heads=2),
+    lengths=(96, 48),
+    warmup=1,
+    steps=2,
+    prompt_tokens=32,
+    new_tokens=8,
+    device="cpu",
+)
 
 
 def samples(lengths, vocab: int, generator: torch.Generator) -> list[tuple[list[int], list[int]]]:
@@ -82,7 +96,7 @@ def samples(lengths, vocab: int, generator: torch.Generator) -> list[tuple[list[
     out = []
     for n in lengths:
         ids = torch.randint(0, vocab, (n,), generator=generator).tolist()
-        out.append((ids, [-100] * (n // 2) + ids[n // 2:]))
+        out.append((ids, [-100] * (n // 2) + ids[n // 2 :]))
     return out
 
 
@@ -174,8 +188,9 @@ def weight_bytes(model) -> int:
 
 
 def measure_decoding(task, plan: Plan, shared_prefix: bool, bandwidth: float | None, read: int) -> dict:
-    prompt = torch.randint(0, task.tokenizer.vocab_size, (plan.prompt_tokens,),
-                           generator=torch.Generator().manual_seed(1)).tolist()
+    prompt = torch.randint(
+        0, task.tokenizer.vocab_size, (plan.prompt_tokens,), generator=torch.Generator().manual_seed(1)
+    ).tolist()
     run = lambda: task.generate_text([prompt], plan.new_tokens, plan.new_tokens, shared_prefix=shared_prefix)  # noqa: E731
     run()  # warm-up
     synchronize(plan.device)
@@ -210,18 +225,27 @@ def run(plan: Plan, budget_s: float) -> dict:
     peak_tflops, sheet_bandwidth = device_peaks(name)
     report: dict = {"device": name, "torch": torch.__version__, "plan": asdict(plan)}
 
-    task = ResponseTask(backbone="llama3", llama3=plan.llama3, quantization="nf4", compute_dtype="auto",
-                        gradient_checkpointing=True, optimizer="adamw")
+    task = ResponseTask(
+        backbone="llama3",
+        llama3=plan.llama3,
+        quantization="nf4",
+        compute_dtype="auto",
+        gradient_checkpointing=True,
+        optimizer="adamw",
+    )
     task.configure_model()
     report["load_s"] = time.perf_counter() - started
     model = task.model
     params = sum(p.numel() for p in model.parameters()) + sum(
         getattr(m, "in_features", 0) * getattr(m, "out_features", 0) - m.weight.numel()
-        for m in model.modules() if getattr(getattr(m, "weight", None), "quant_state", None) is not None
+        for m in model.modules()
+        if getattr(getattr(m, "weight", None), "quant_state", None) is not None
     )  # a 4-bit weight's numel() counts packed bytes: count its logical size
     report["parameters"] = params
     report["lora_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    report["compute_dtype"] = str(next(m.compute_dtype for m in model.modules() if hasattr(m, "compute_dtype"))).removeprefix("torch.")
+    report["compute_dtype"] = str(
+        next(m.compute_dtype for m in model.modules() if hasattr(m, "compute_dtype"))
+    ).removeprefix("torch.")
 
     report["training"] = []
     for packed in (False, True):
@@ -255,26 +279,37 @@ def run(plan: Plan, budget_s: float) -> dict:
 def markdown(report: dict) -> str:
     """The rows benchmarks/RESULTS.md takes, with the device named."""
     fmt = lambda v, spec: "n/a" if v is None else format(v, spec)  # noqa: E731
-    lines = [f"Device: {report['device']} (torch {report['torch']}), compute {report['compute_dtype']},"
-             f" {report['parameters'] / 1e9:.2f} B parameters, LoRA {report['lora_parameters'] / 1e6:.1f} M;"
-             f" load {report['load_s']:.0f} s.", "",
-             "| training step | tokens through model | step (median) | tokens/s | MFU | peak memory | formula |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Device: {report['device']} (torch {report['torch']}), compute {report['compute_dtype']},"
+        f" {report['parameters'] / 1e9:.2f} B parameters, LoRA {report['lora_parameters'] / 1e6:.1f} M;"
+        f" load {report['load_s']:.0f} s.",
+        "",
+        "| training step | tokens through model | step (median) | tokens/s | MFU | peak memory | formula |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for t in report["training"]:
-        lines.append(f"| {t['layout']} | {t['tokens_through_model']:,} | {t['step_s_median']:.3f} s |"
-                     f" {t['tokens_per_s']:,.0f} | {fmt(t.get('mfu'), '.1%')} | {fmt(t['peak_memory_gb'], '.2f')} GB |"
-                     f" {t['formula_peak_gb']:.2f} GB |")
-    lines += ["", "| greedy decoding, batch 1 | prompt | new tokens | tokens/s | bandwidth bound | fraction |",
-              "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {t['layout']} | {t['tokens_through_model']:,} | {t['step_s_median']:.3f} s |"
+            f" {t['tokens_per_s']:,.0f} | {fmt(t.get('mfu'), '.1%')} | {fmt(t['peak_memory_gb'], '.2f')} GB |"
+            f" {t['formula_peak_gb']:.2f} GB |"
+        )
+    lines += [
+        "",
+        "| greedy decoding, batch 1 | prompt | new tokens | tokens/s | bandwidth bound | fraction |",
+        "|---|---|---|---|---|---|",
+    ]
     for d in report["decoding"]:
-        lines.append(f"| {d['way']} | {d['prompt_tokens']} | {d['new_tokens']} | {d['tokens_per_s']:.1f} |"
-                     f" {fmt(d['bandwidth_bound_tokens_per_s'], '.1f')} | {fmt(d['fraction_of_bound'], '.1%')} |")
+        lines.append(
+            f"| {d['way']} | {d['prompt_tokens']} | {d['new_tokens']} | {d['tokens_per_s']:.1f} |"
+            f" {fmt(d['bandwidth_bound_tokens_per_s'], '.1f')} | {fmt(d['fraction_of_bound'], '.1%')} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dry-run", action="store_true", help="a narrow 2-layer model on the CPU, in seconds")
     parser.add_argument("--out", default=os.environ.get("OUT", "."), help="folder for qlora_check.json and .md")
     parser.add_argument("--budget", type=float, default=420.0, help="seconds after which later parts are skipped")

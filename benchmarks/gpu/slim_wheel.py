@@ -63,13 +63,16 @@ def slim(wheel: Path, keep: set[str], out_dir: Path) -> tuple[Path, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("wheel", type=Path)
-    parser.add_argument("--keep", action="append", required=True,
-                        help="a native library to keep, e.g. cpu, cuda130 (repeat)")
+    parser.add_argument(
+        "--keep", action="append", required=True, help="a native library to keep, e.g. cpu, cuda130 (repeat)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="folder for the slim wheel")
     args = parser.parse_args(argv)
     target, dropped = slim(args.wheel, set(args.keep), args.out)
-    print(f"{target}: {target.stat().st_size / 1e6:.1f} MB (was {args.wheel.stat().st_size / 1e6:.1f} MB),"
-          f" {len(dropped)} native libraries dropped")
+    print(
+        f"{target}: {target.stat().st_size / 1e6:.1f} MB (was {args.wheel.stat().st_size / 1e6:.1f} MB),"
+        f" {len(dropped)} native libraries dropped"
+    )
     return 0
 
 

@@ -21,8 +21,18 @@ log = logging.getLogger(__name__)
 AUTO = "auto"
 
 #: oneDNN ISA limits (``ONEDNN_MAX_CPU_ISA``) that still include bfloat16 instructions.
-_ONEDNN_BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512",
-                     "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2", "ALL")
+_ONEDNN_BF16_ISAS = (
+    "AVX512_CORE_BF16",
+    "AVX512_CORE_FP16",
+    "AVX512_CORE_AMX",
+    "AVX512_CORE_AMX_FP16",
+    "AVX10_1_512",
+    "AVX10_1_512_AMX",
+    "AVX10_1_512_AMX_FP16",
+    "AVX10_2_512",
+    "AVX10_2_512_AMX_2",
+    "ALL",
+)
 
 
 @dataclass(frozen=True)
@@ -37,8 +47,11 @@ def cpu_has_native_bfloat16() -> tuple[bool, str]:
     """Whether this CPU computes bfloat16 in hardware under the kernels torch will use, and what
     was seen."""
     capability = torch.backends.cpu.get_cpu_capability()
-    flags = [name for name, check in (("AVX512-BF16", "_is_avx512_bf16_supported"), ("AMX", "_is_amx_tile_supported"))
-             if getattr(torch.cpu, check, lambda: False)()]
+    flags = [
+        name
+        for name, check in (("AVX512-BF16", "_is_avx512_bf16_supported"), ("AMX", "_is_amx_tile_supported"))
+        if getattr(torch.cpu, check, lambda: False)()
+    ]
     limit = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
     seen = f"CPU capability {capability}, bfloat16 instructions: {', '.join(flags) or 'none'}"
     if limit:

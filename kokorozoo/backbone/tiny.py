@@ -213,4 +213,3 @@ def _tiny_key(cfg: TinyConfig, texts: list[str] | None) -> str:
         for text in texts:
             digest.update(text.encode() + b"\0")
     return digest.hexdigest()[:12]
-

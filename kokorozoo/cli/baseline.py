@@ -89,8 +89,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     score.add_argument(
         "--split",
         default="random",
-        help="random (the paper's 8:1:1) or client_disjoint (no test client in train or validation); "
-        "default: random",
+        help="random (the paper's 8:1:1) or client_disjoint (no test client in train or validation); default: random",
     )
     score.add_argument("--root", help="the KokoroChat folder (default: searched, see below)")
     score.add_argument("--json", action="store_true", help="print one JSON object (snake_case keys)")

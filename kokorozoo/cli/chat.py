@@ -35,8 +35,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "one line on stdout.",
     )
     chat.add_argument("model", help="an exported response model (kokorozoo export) or a .ckpt of one")
-    chat.add_argument("--rate", metavar="SCORER", help="rate each saved session with this score model "
-                      "(an export or .ckpt of score-heads or score) and print the 20 items and the total")
-    chat.add_argument("--opening", default=OPENING, help="the counselor's first turn ('' to let the client open;"
-                      f" default: {OPENING})")
+    chat.add_argument(
+        "--rate",
+        metavar="SCORER",
+        help="rate each saved session with this score model "
+        "(an export or .ckpt of score-heads or score) and print the 20 items and the total",
+    )
+    chat.add_argument(
+        "--opening", default=OPENING, help=f"the counselor's first turn ('' to let the client open; default: {OPENING})"
+    )
     chat.set_defaults(handler=interruptible(_chat))

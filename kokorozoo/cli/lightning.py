@@ -300,7 +300,9 @@ def check_config_files(args: Sequence[str]) -> None:
         if content is None:
             raise UsageError(f"{path}: the config file is empty (expected settings such as trainer:, model:, data:)")
         if not isinstance(content, dict):
-            raise UsageError(f"{path}: expected a mapping of settings (trainer:, model:, data:), got a {type(content).__name__}")
+            raise UsageError(
+                f"{path}: expected a mapping of settings (trainer:, model:, data:), got a {type(content).__name__}"
+            )
 
 
 def lightning_messages_to_stdout() -> None:
@@ -349,4 +351,3 @@ def run_lightning_cli(args: Sequence[str] | None = None) -> int:
         print(f"kokorozoo: {e}", file=sys.stderr)
         return INTERRUPTED
     return 0
-

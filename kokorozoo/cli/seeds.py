@@ -39,7 +39,7 @@ PAPER_SEEDS = (0, 1, 2, 3, 4)
 
 def header(column: str) -> str:
     prefix = next(p for p in sorted(PREFIXES, key=len, reverse=True) if column.startswith(p))
-    return PREFIXES[prefix] + LABELS[column[len(prefix):]]
+    return PREFIXES[prefix] + LABELS[column[len(prefix) :]]
 
 
 def find_metrics(paths: Iterable[str | Path]) -> list[Path]:
@@ -63,7 +63,10 @@ def format_table(result: dict) -> str:
     for row in result["runs"]:
         cells.append([str(row["seed"]), *(format_value(c, row[c]) for c in columns)])
     cells.append(
-        ["mean ± std", *(f"{format_value(c, summary[c]['mean'])} ± {format_value(c, summary[c]['std'])}" for c in columns)]
+        [
+            "mean ± std",
+            *(f"{format_value(c, summary[c]['mean'])} ± {format_value(c, summary[c]['std'])}" for c in columns),
+        ]
     )
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
     table = "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in cells)

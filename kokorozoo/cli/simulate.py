@@ -25,15 +25,29 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.overwrite and folder.is_dir():
         for old in folder.glob("*.json"):
             old.unlink()
-    result = simulate(data.dialogues, counselor, client, rater, args.sessions, args.turns, args.opening_turns,
-                      args.seed, out, args.batch_size)
+    result = simulate(
+        data.dialogues,
+        counselor,
+        client,
+        rater,
+        args.sessions,
+        args.turns,
+        args.opening_turns,
+        args.seed,
+        out,
+        args.batch_size,
+    )
     summary, timing = result["summary"], result["timing"]
-    print(f"{summary['sessions']} sessions ({summary['ended']}), {timing['rounds']} rounds in {timing['seconds']:.1f} s:"
-          f" {timing['seconds_per_round']:.2f} s per round, {timing['turns_per_second']:.2f} turns/s")
+    print(
+        f"{summary['sessions']} sessions ({summary['ended']}), {timing['rounds']} rounds in {timing['seconds']:.1f} s:"
+        f" {timing['seconds_per_round']:.2f} s per round, {timing['turns_per_second']:.2f} turns/s"
+    )
     scores = summary.get("scores")
     if scores and scores.get("rated"):
-        print(f"predicted total {scores['predicted']['total_mean']:.1f} against {scores['real']['total_mean']:.1f} for the"
-              f" real dialogues they opened from (items MAE {scores['difference']['items_mae']:.3f})")
+        print(
+            f"predicted total {scores['predicted']['total_mean']:.1f} against {scores['real']['total_mean']:.1f} for the"
+            f" real dialogues they opened from (items MAE {scores['difference']['items_mae']:.3f})"
+        )
     print(f"wrote {folder}, {'scores.csv, ' if rater else ''}summary.json in {out}")
     return 0
 
@@ -53,13 +67,19 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     sim.add_argument("--client", required=True, help="an exported client model (data.init_args.role: client)")
     sim.add_argument("--scorer", help="an exported score-heads (or score) model rating every finished session")
     sim.add_argument("--sessions", type=int, default=8, help="how many sessions (default: 8)")
-    sim.add_argument("--turns", type=int, default=40, help="the longest session in merged turns, opening included"
-                     " (default: 40)")
-    sim.add_argument("--opening-turns", type=int, default=4, help="turns of the real dialogue each session opens"
-                     " with (default: 4)")
+    sim.add_argument(
+        "--turns", type=int, default=40, help="the longest session in merged turns, opening included (default: 40)"
+    )
+    sim.add_argument(
+        "--opening-turns", type=int, default=4, help="turns of the real dialogue each session opens with (default: 4)"
+    )
     sim.add_argument("--seed", type=int, default=0, help="chooses the opening dialogues (default: 0)")
-    sim.add_argument("--batch-size", type=int, default=0, help="sessions generated together per model (default 0:"
-                     " all open sessions; 1: one at a time)")
+    sim.add_argument(
+        "--batch-size",
+        type=int,
+        default=0,
+        help="sessions generated together per model (default 0: all open sessions; 1: one at a time)",
+    )
     sim.add_argument("--out", default="runs/simulate", help="the output folder (default: runs/simulate)")
     sim.add_argument("--overwrite", action="store_true", help="replace the sessions of an earlier run in --out")
     sim.add_argument("--root", help="the KokoroChat folder (default: searched, see kokorozoo data stats --help)")

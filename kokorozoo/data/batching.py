@@ -46,7 +46,9 @@ def pack_samples(samples: Sequence[tuple[list[int], list[int]]]) -> dict[str, to
     return {key: torch.tensor([values], dtype=torch.long) for key, values in rows.items()}
 
 
-def batch_samples(samples: Sequence[tuple[list[int], list[int]]], pad_id: int, packing: bool) -> dict[str, torch.Tensor]:
+def batch_samples(
+    samples: Sequence[tuple[list[int], list[int]]], pad_id: int, packing: bool
+) -> dict[str, torch.Tensor]:
     """An LM batch of (input_ids, labels) pairs: packed into one row, or right-padded."""
     return pack_samples(samples) if packing else pad_samples(samples, pad_id)
 

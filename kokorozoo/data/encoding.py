@@ -75,8 +75,9 @@ class EncodedDialogue:
         return self._cut(end - (max_length - self.prefix), end, label_turns)
 
 
-def encode_dialogue(tokenizer, turns: Sequence[Turn], system_prompt: str | None = None,
-                    target: Role = "counselor") -> EncodedDialogue:
+def encode_dialogue(
+    tokenizer, turns: Sequence[Turn], system_prompt: str | None = None, target: Role = "counselor"
+) -> EncodedDialogue:
     """Render ``turns`` once through the chat template and find where each turn lies; ``target``
     is the role whose turns are learnt and generated (the counselor, or the client)."""
     messages = chat_messages(turns, system_prompt)
@@ -96,8 +97,10 @@ def encode_dialogue(tokenizer, turns: Sequence[Turn], system_prompt: str | None 
         if turn.role == target and not marked:
             if target == "counselor":
                 raise ValueError("the chat template marks no assistant tokens: it needs {% generation %} markers")
-            raise ValueError(f"the chat template marks no {CHAT_ROLE[target]} tokens: it needs {{% generation %}}"
-                             " markers around the target_role's messages (see kokorozoo.chat_format)")
+            raise ValueError(
+                f"the chat template marks no {CHAT_ROLE[target]} tokens: it needs {{% generation %}}"
+                " markers around the target_role's messages (see kokorozoo.chat_format)"
+            )
         content_starts.append(marked[0] if marked else ids.index(end_header, start) + 1)
     return EncodedDialogue(
         ids=ids,
@@ -168,8 +171,9 @@ def generation_prompt(encoded: EncodedDialogue, turn: int, max_length: int) -> t
     return encoded.window(first, end, [])[0], first
 
 
-def next_turn_prompt(tokenizer, turns: Sequence[Turn], target: Role, max_length: int,
-                     system_prompt: str | None = None) -> list[int]:
+def next_turn_prompt(
+    tokenizer, turns: Sequence[Turn], target: Role, max_length: int, system_prompt: str | None = None
+) -> list[int]:
     """The prompt for a turn that does not exist yet (a live chat's or a simulated session's next
     turn, spoken by ``target``): ``turns`` and an empty ``target`` turn rendered as any dialogue
     is, cut by :func:`generation_prompt` before that turn's text, so the tokens equal those a

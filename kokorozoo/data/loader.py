@@ -71,7 +71,7 @@ def read_dialogue_file(path: Path) -> Dialogue:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise DataError(source, "<file>", f"not UTF-8 (byte {e.start}: {data[e.start:e.start + 1]!r})") from None
+        raise DataError(source, "<file>", f"not UTF-8 (byte {e.start}: {data[e.start : e.start + 1]!r})") from None
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as e:
@@ -121,7 +121,9 @@ def _collect(
     return KokoroChat(dialogues, skipped, root)
 
 
-def load_kokorochat(root: str | os.PathLike | None = None, on_error: OnError = "raise", progress: bool = False) -> KokoroChat:
+def load_kokorochat(
+    root: str | os.PathLike | None = None, on_error: OnError = "raise", progress: bool = False
+) -> KokoroChat:
     """Load and validate every ``*.json`` dialogue under ``root`` (see :func:`find_root`).
 
     ``on_error="raise"`` stops at the first bad file with a :class:`DataError`; ``"skip"`` logs and

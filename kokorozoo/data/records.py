@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, NamedTuple
 
+
 class FeedbackItem(NamedTuple):
     """One of the 20 client-feedback items (0-5), under its English and Japanese keys."""
 
@@ -30,9 +31,7 @@ FEEDBACK_ITEMS: tuple[FeedbackItem, ...] = (
     FeedbackItem("felt_appropriate_and_satisfying", "全体として適切でよかった"),
     FeedbackItem("conversation_was_valuable", "今回の相談は価値があった"),
     FeedbackItem("conversation_started_smoothly", "相談開始の円滑さ"),
-    FeedbackItem(
-        "conversation_ended_well", "相談終了のタイミング（不必要に聴きすぎていないか）、円滑さ"
-    ),
+    FeedbackItem("conversation_ended_well", "相談終了のタイミング（不必要に聴きすぎていないか）、円滑さ"),
     FeedbackItem("showed_acceptance_and_empathy", "受容・共感"),
     FeedbackItem("provided_acknowledgment_and_affirmation", "肯定・承認"),
     FeedbackItem("asked_effective_questions", "的確な質問による会話の促進"),

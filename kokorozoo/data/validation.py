@@ -33,13 +33,13 @@ REVIEW_META: dict[str, str] = {
     "score": "点数",
 }
 
+
 class DataError(ValueError):
     """A KokoroChat file that does not hold what it should: names the file and the field."""
 
     def __init__(self, source: str, field: str, problem: str):
         self.source, self.field, self.problem = source, field, problem
         super().__init__(f"{source}: {field}: {problem}")
-
 
 
 class _Checker:
@@ -109,9 +109,7 @@ def parse_dialogue(raw: Any, dialogue_id: str, source: str | None = None) -> Dia
         utterances = [_checked_utterance(c, turn, i) for i, turn in enumerate(turns)]
 
     topic_raw = c.mapping(c.get(raw, "topic", "topic"), "topic")
-    topic = Topic(
-        *(c.string(c.get(topic_raw, k, f"topic.{k}"), f"topic.{k}") for k in ("main_jp", "main_en", "sub"))
-    )
+    topic = Topic(*(c.string(c.get(topic_raw, k, f"topic.{k}"), f"topic.{k}") for k in ("main_jp", "main_en", "sub")))
 
     feedback = _parse_review(c, raw)
     jp = raw.get("review_by_client_jp")
@@ -204,8 +202,13 @@ def dialogue_record(dialogue: Dialogue) -> dict[str, Any]:
     writes (``kokorozoo chat`` and ``simulate``)."""
     f = dialogue.feedback
     flags = {name: FLAG_CHECKED if getattr(f, name) else None for name in SCREENING_FLAGS}
-    meta = {"evaluation_id": f.evaluation_id, "evaluation_created_at": f.created_at.isoformat(),
-            "client_id": f.client_id, "counselor_id": f.counselor_id, "score": f.score}
+    meta = {
+        "evaluation_id": f.evaluation_id,
+        "evaluation_created_at": f.created_at.isoformat(),
+        "client_id": f.client_id,
+        "counselor_id": f.counselor_id,
+        "score": f.score,
+    }
     items = dict(zip(FEEDBACK_ITEMS, f.items))
     return {
         "dialogue": [{"role": u.role, "time": u.time.isoformat(), "utterance": u.text} for u in dialogue.utterances],

@@ -56,8 +56,15 @@ class TokenStreamer:
 class Chat:
     """One chat session with a counselor model (and a rater for ``/save`` with ``--rate``)."""
 
-    def __init__(self, counselor: Speaker, rater: Rater | None = None, opening: str = OPENING,
-                 out: TextIO | None = None, err: TextIO | None = None, terminal: bool = False):
+    def __init__(
+        self,
+        counselor: Speaker,
+        rater: Rater | None = None,
+        opening: str = OPENING,
+        out: TextIO | None = None,
+        err: TextIO | None = None,
+        terminal: bool = False,
+    ):
         self.counselor, self.rater, self.opening = counselor, rater, opening
         self.out, self.err, self.terminal = out or sys.stdout, err or sys.stderr, terminal
         self.session = self._new_session()
@@ -70,8 +77,10 @@ class Chat:
 
     def start(self) -> None:
         if self.terminal:
-            print(f"kokorozoo chat: you are the client; {self.counselor.source} is the counselor.\n{COMMANDS}",
-                  file=self.err)
+            print(
+                f"kokorozoo chat: you are the client; {self.counselor.source} is the counselor.\n{COMMANDS}",
+                file=self.err,
+            )
         self._show_opening()
 
     def _show_opening(self) -> None:
@@ -100,7 +109,8 @@ class Chat:
         streamer = self._streamer()
         session = self.session
         [text], [session.caches["counselor"]] = self.counselor.next_turns(
-            [session.turns()], [session.caches.get("counselor")], on_token=lambda _, token: streamer.put(token))
+            [session.turns()], [session.caches.get("counselor")], on_token=lambda _, token: streamer.put(token)
+        )
         streamer.finish(text)
         if not session.add("counselor", text, _now()):
             print("(the counselor said nothing)", file=self.err)
@@ -130,8 +140,11 @@ class Chat:
             path = path.with_suffix(path.suffix + ".json")
         self.session.id = path.stem
         items = self.rater.rate([self.session.dialogue()])[0] if self.rater else None
-        about = {"session": "chat", "counselor": self.counselor.source,
-                 **({"scorer": self.rater.source} if self.rater else {})}
+        about = {
+            "session": "chat",
+            "counselor": self.counselor.source,
+            **({"scorer": self.rater.source} if self.rater else {}),
+        }
         self.session.save(path, about, items)
         print(f"saved {len(self.session.turns())} turns to {path}", file=self.err)
         if items is not None:

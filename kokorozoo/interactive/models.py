@@ -63,8 +63,9 @@ def find_model(path: str | Path, kinds: tuple[type[Task], ...], what: str) -> Mo
     path = Path(path)
     if path.is_dir():
         if not (path / EXPORT_INFO).is_file():
-            raise UsageError(f"{path}: not a kokorozoo export (no {EXPORT_INFO}): make one with"
-                             f" `kokorozoo export CKPT {path}`")
+            raise UsageError(
+                f"{path}: not a kokorozoo export (no {EXPORT_INFO}): make one with `kokorozoo export CKPT {path}`"
+            )
         info = json.loads((path / EXPORT_INFO).read_text(encoding="utf-8"))
     elif path.is_file():
         info = read_checkpoint(path)[CHECKPOINT_KEY]
@@ -85,8 +86,12 @@ def _prompt_settings(task: Task, defaults: dict[str, Any], source: Path) -> dict
     before kokorozoo recorded them lacks (said once in the log)."""
     missing = sorted(set(defaults) - set(task.prompt_settings))
     if missing:
-        log.warning("%s does not record %s (saved by an older kokorozoo): using the defaults %s", source,
-                    ", ".join(missing), {k: defaults[k] for k in missing})
+        log.warning(
+            "%s does not record %s (saved by an older kokorozoo): using the defaults %s",
+            source,
+            ", ".join(missing),
+            {k: defaults[k] for k in missing},
+        )
     return {**defaults, **{k: v for k, v in task.prompt_settings.items() if k in defaults}}
 
 
@@ -104,14 +109,18 @@ class Speaker:
         self.max_new_tokens, self.min_new_tokens = int(hp.max_new_tokens), int(hp.min_new_tokens)
         self.max_length = int(settings["max_length"])
         if self.max_length <= self.max_new_tokens:
-            raise UsageError(f"{source}: max_length {self.max_length} leaves no room for a prompt before"
-                             f" max_new_tokens {self.max_new_tokens}")
+            raise UsageError(
+                f"{source}: max_length {self.max_length} leaves no room for a prompt before"
+                f" max_new_tokens {self.max_new_tokens}"
+            )
         #: The cached decoder serves the model exactly (see kokorozoo.generation); else generate.
         wanted = hp.get("generation", "shared_prefix") == "shared_prefix"
         self.cached = wanted and shared_prefix_supported(task.model)
         if wanted and not self.cached:
-            log.warning("%s: this model's attention or generation config needs generate: every turn recomputes"
-                        " its history", source)
+            log.warning(
+                "%s: this model's attention or generation config needs generate: every turn recomputes its history",
+                source,
+            )
 
     @staticmethod
     def find(path: str | Path, role: Role, what: str) -> ModelFile:
@@ -121,8 +130,10 @@ class Speaker:
         found = find_model(path, (ResponseTask,), what)
         speaks = found.prompt.get("role", "counselor")
         if speaks != role:
-            raise UsageError(f"{path}: a {speaks} model (trained with data.init_args.role: {speaks}), but {what}"
-                             f" must speak as the {role}")
+            raise UsageError(
+                f"{path}: a {speaks} model (trained with data.init_args.role: {speaks}), but {what}"
+                f" must speak as the {role}"
+            )
         return found
 
     @classmethod
@@ -135,18 +146,27 @@ class Speaker:
 
     def prompt(self, turns: Sequence[Turn]) -> list[int]:
         """The prompt for this speaker's turn after ``turns`` (room kept for ``max_new_tokens``)."""
-        return next_turn_prompt(self.tokenizer, turns, self.role, self.max_length - self.max_new_tokens,
-                                self.system_prompt)
+        return next_turn_prompt(
+            self.tokenizer, turns, self.role, self.max_length - self.max_new_tokens, self.system_prompt
+        )
 
     @torch.no_grad()
-    def next_turns(self, histories: Sequence[Sequence[Turn]], caches: Sequence[PromptCache | None] | None = None,
-                   on_token: Callable[[int, int], None] | None = None) -> tuple[list[str], list[PromptCache | None]]:
+    def next_turns(
+        self,
+        histories: Sequence[Sequence[Turn]],
+        caches: Sequence[PromptCache | None] | None = None,
+        on_token: Callable[[int, int], None] | None = None,
+    ) -> tuple[list[str], list[PromptCache | None]]:
         """This speaker's next turn after each history, and the caches to pass with the next
         call for the same conversations (history computed once, not once per turn)."""
         prompts = [self.prompt(turns) for turns in histories]
         caches = list(caches) if caches is not None else [None] * len(prompts)
-        settings = dict(max_new_tokens=self.max_new_tokens, min_new_tokens=self.min_new_tokens,
-                        stop_ids=stop_token_ids(self.tokenizer), pad_id=self.tokenizer.pad_token_id)
+        settings = dict(
+            max_new_tokens=self.max_new_tokens,
+            min_new_tokens=self.min_new_tokens,
+            stop_ids=stop_token_ids(self.tokenizer),
+            pad_id=self.tokenizer.pad_token_id,
+        )
         if self.cached:
             new_tokens, caches = generate_continuing(self.task.model, prompts, caches, on_token=on_token, **settings)
         else:

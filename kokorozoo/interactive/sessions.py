@@ -31,9 +31,11 @@ if TYPE_CHECKING:
 #: the counselor's turns, before half way in 0.6% of dialogues.
 CLOSING_PHRASES = ("ありがとうございました", "お疲れ様でした", "終了しま", "失礼します", "失礼いたします")
 
-UNRATED = ("placeholder: nobody rated this session, so review_by_client_en/jp hold zeros (ids 0, every item 0,"
-           " score 0, no flags) only for the KokoroChat loader to accept the file; predicted scores, if any,"
-           " are under kokorozoo.predicted")
+UNRATED = (
+    "placeholder: nobody rated this session, so review_by_client_en/jp hold zeros (ids 0, every item 0,"
+    " score 0, no flags) only for the KokoroChat loader to accept the file; predicted scores, if any,"
+    " are under kokorozoo.predicted"
+)
 
 #: The counselor's first turn in a chat unless ``--opening`` says otherwise: KokoroChat's sessions
 #: open with the counselor's greeting, and a model never learns a turn with no history before it.
@@ -86,9 +88,17 @@ class Session:
     def dialogue(self) -> Dialogue:
         """The session as a record, with the placeholder review (see the module docstring)."""
         at = self.utterances[-1].time if self.utterances else datetime.now().replace(microsecond=0)
-        unrated = Feedback(evaluation_id=0, created_at=at, client_id=0, counselor_id=0, score=0,
-                           items=(0,) * NUM_ITEMS, harmful_due_to_ignorance=False,
-                           other_potentially_unethical=False, unwilling_to_continue=False)
+        unrated = Feedback(
+            evaluation_id=0,
+            created_at=at,
+            client_id=0,
+            counselor_id=0,
+            score=0,
+            items=(0,) * NUM_ITEMS,
+            harmful_due_to_ignorance=False,
+            other_potentially_unethical=False,
+            unwilling_to_continue=False,
+        )
         return Dialogue(self.id, tuple(self.utterances), self.topic, unrated)
 
     def save(self, path: str | Path, about: dict[str, Any], predicted: list[int | None] | None = None) -> Path:

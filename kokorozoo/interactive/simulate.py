@@ -94,8 +94,13 @@ class Simulation:
             rounds += 1
             generated += len(open_sessions)
         seconds = time.perf_counter() - started
-        return {"rounds": rounds, "turns_generated": generated, "seconds": seconds,
-                "seconds_per_round": seconds / max(rounds, 1), "turns_per_second": generated / seconds if seconds else 0.0}
+        return {
+            "rounds": rounds,
+            "turns_generated": generated,
+            "seconds": seconds,
+            "seconds_per_round": seconds / max(rounds, 1),
+            "turns_per_second": generated / seconds if seconds else 0.0,
+        }
 
     def _advance(self, speaker: Speaker, batch: list[Session]) -> None:
         """The next turn of every session in ``batch``, in one generation."""
@@ -116,8 +121,18 @@ class Simulation:
             session.caches.clear()  # a finished session's history is not needed again
 
 
-def simulate(data: Sequence[Dialogue], counselor: Speaker, client: Speaker, rater: Rater | None, sessions: int,
-             turns: int, opening_turns: int, seed: int, out: Path, batch_size: int = 0) -> dict[str, Any]:
+def simulate(
+    data: Sequence[Dialogue],
+    counselor: Speaker,
+    client: Speaker,
+    rater: Rater | None,
+    sessions: int,
+    turns: int,
+    opening_turns: int,
+    seed: int,
+    out: Path,
+    batch_size: int = 0,
+) -> dict[str, Any]:
     """Run the sessions and write them, ``scores.csv`` and ``summary.json`` into ``out``; returns
     the summary and the timing (kept out of the files, which a seed fixes)."""
     check_settings(sessions, turns, opening_turns)
@@ -125,13 +140,23 @@ def simulate(data: Sequence[Dialogue], counselor: Speaker, client: Speaker, rate
     held = [open_session(i, source, opening_turns) for i, source in enumerate(sources)]
     timing = Simulation(counselor, client, turns, batch_size).run(held)
     items = rater.rate([s.dialogue() for s in held]) if rater else [None] * len(held)
-    about = {"session": "simulated", "counselor": counselor.source, "client": client.source, "seed": seed,
-             "opening_turns": opening_turns, **({"scorer": rater.source} if rater else {})}
+    about = {
+        "session": "simulated",
+        "counselor": counselor.source,
+        "client": client.source,
+        "seed": seed,
+        "opening_turns": opening_turns,
+        **({"scorer": rater.source} if rater else {}),
+    }
     for session, source, predicted in zip(held, sources, items):
         session.save(out / SESSIONS_FOLDER / f"{session.id}.json", {**about, "opened_from": source.id}, predicted)
-    summary = {**{k: v for k, v in about.items() if k != "session"}, "sessions": len(held), "turns": turns,
-               "ended": dict(sorted(Counter(s.ended for s in held).items())),
-               "mean_turns": statistics.fmean(len(s.turns()) for s in held)}
+    summary = {
+        **{k: v for k, v in about.items() if k != "session"},
+        "sessions": len(held),
+        "turns": turns,
+        "ended": dict(sorted(Counter(s.ended for s in held).items())),
+        "mean_turns": statistics.fmean(len(s.turns()) for s in held),
+    }
     if rater:
         write_scores(out / "scores.csv", held, sources, items)
         summary["scores"] = compare_scores(items, sources)
@@ -144,11 +169,31 @@ def write_scores(path: Path, sessions: list[Session], sources: list[Dialogue], i
     items, then the opening dialogue's real total and items."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["session", "opened_from", "turns", "ended", "total", *ITEM_NAMES,
-                         "real_total", *(f"real_{name}" for name in ITEM_NAMES)])
+        writer.writerow(
+            [
+                "session",
+                "opened_from",
+                "turns",
+                "ended",
+                "total",
+                *ITEM_NAMES,
+                "real_total",
+                *(f"real_{name}" for name in ITEM_NAMES),
+            ]
+        )
         for session, source, predicted in zip(sessions, sources, items):
-            writer.writerow([session.id, source.id, len(session.turns()), session.ended, total(predicted),
-                             *("" if v is None else v for v in predicted), source.score, *source.feedback.items])
+            writer.writerow(
+                [
+                    session.id,
+                    source.id,
+                    len(session.turns()),
+                    session.ended,
+                    total(predicted),
+                    *("" if v is None else v for v in predicted),
+                    source.score,
+                    *source.feedback.items,
+                ]
+            )
 
 
 def compare_scores(items: list[list[int | None]], sources: list[Dialogue]) -> dict[str, Any]:
@@ -164,11 +209,17 @@ def compare_scores(items: list[list[int | None]], sources: list[Dialogue]) -> di
     return {
         "rated": len(pairs),
         "invalid": len(items) - len(pairs),
-        "predicted": {"total_mean": mean(sum(p) for p, _ in pairs),
-                      "items_mean": {name: mean(p[i] for p, _ in pairs) for i, name in enumerate(ITEM_NAMES)}},
-        "real": {"total_mean": mean(sum(r) for _, r in pairs),
-                 "items_mean": {name: mean(r[i] for _, r in pairs) for i, name in enumerate(ITEM_NAMES)}},
-        "difference": {"total_mean": mean(sum(p) - sum(r) for p, r in pairs),
-                       "items_mae": mean(abs(a - b) for p, r in pairs for a, b in zip(p, r)),
-                       "items_within_1": mean(abs(a - b) <= 1 for p, r in pairs for a, b in zip(p, r))},
+        "predicted": {
+            "total_mean": mean(sum(p) for p, _ in pairs),
+            "items_mean": {name: mean(p[i] for p, _ in pairs) for i, name in enumerate(ITEM_NAMES)},
+        },
+        "real": {
+            "total_mean": mean(sum(r) for _, r in pairs),
+            "items_mean": {name: mean(r[i] for _, r in pairs) for i, name in enumerate(ITEM_NAMES)},
+        },
+        "difference": {
+            "total_mean": mean(sum(p) - sum(r) for p, r in pairs),
+            "items_mae": mean(abs(a - b) for p, r in pairs for a, b in zip(p, r)),
+            "items_within_1": mean(abs(a - b) <= 1 for p, r in pairs for a, b in zip(p, r)),
+        },
     }

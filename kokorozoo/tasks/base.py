@@ -187,8 +187,9 @@ class Task(LightningModule):
         datamodule.connect(self.tokenizer, max_new_tokens=self.hparams.get("max_new_tokens", 0))
         self.prompt_settings = datamodule.prompt_settings()
 
-    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                      position_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def hidden_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The final (normed) hidden states [B, L, H], without the LM head: at 8k tokens a
         [batch, length, vocabulary] logits tensor would take tens of GB. Positions count from each
         row's first real token, so left- and right-padded rows read alike. A packed batch
@@ -197,7 +198,9 @@ class Task(LightningModule):
         if position_ids is None:
             position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         # no cache: with one, transformers would not look for packed samples in the positions
-        out = self.decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+        out = self.decoder(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        )
         return out.last_hidden_state
 
     def labelled_token_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -227,17 +230,28 @@ class Task(LightningModule):
         return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
 
     @torch.no_grad()
-    def generate_text(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, min_new_tokens: int = 0,
-                      shared_prefix: bool = False) -> list[str]:
+    def generate_text(
+        self,
+        prompts: Sequence[Sequence[int]],
+        max_new_tokens: int,
+        min_new_tokens: int = 0,
+        shared_prefix: bool = False,
+    ) -> list[str]:
         """Greedy continuations of ``prompts`` (token lists), each stopping at the end of the
         assistant turn. ``shared_prefix`` computes the history that prompts share once (see
         :mod:`kokorozoo.generation`); otherwise one ``generate`` call on the left-padded batch."""
         tokenizer = self.tokenizer
-        settings = dict(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-                        stop_ids=stop_token_ids(tokenizer), pad_id=tokenizer.pad_token_id)
+        settings = dict(
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens,
+            stop_ids=stop_token_ids(tokenizer),
+            pad_id=tokenizer.pad_token_id,
+        )
         if shared_prefix and not shared_prefix_supported(self.model):
-            warnings.warn("this model's attention or generation config needs generate: prompts are not sharing"
-                          " their prefixes", stacklevel=2)  # shown once
+            warnings.warn(
+                "this model's attention or generation config needs generate: prompts are not sharing their prefixes",
+                stacklevel=2,
+            )  # shown once
             shared_prefix = False
         if shared_prefix:
             new_tokens = generate_shared_prefix(self.model, prompts, batch_size=len(prompts), **settings)
@@ -350,8 +364,10 @@ class Task(LightningModule):
 
         saved = info.get(self.head_name)
         if saved is None:
-            raise ValueError(f"{folder}: the export holds no {self.head_name} of {type(self).__name__} (written"
-                             " before it was saved): export the checkpoint again")
+            raise ValueError(
+                f"{folder}: the export holds no {self.head_name} of {type(self).__name__} (written"
+                " before it was saved): export the checkpoint again"
+            )
         for key, expected in self.head_description().items():
             if isinstance(expected, list) and saved.get(key) != expected:
                 raise ValueError(f"{folder}: the head's {key} {saved.get(key)} are not this task's {expected}")

@@ -25,8 +25,9 @@ from kokorozoo.data.encoding import IGNORE_INDEX
 DEFAULT_LOSS_CHUNK = 1024
 
 
-def labelled_token_loss(hidden: Tensor, labels: Tensor, lm_head: nn.Module,
-                        chunk_size: int = DEFAULT_LOSS_CHUNK) -> tuple[Tensor, Tensor]:
+def labelled_token_loss(
+    hidden: Tensor, labels: Tensor, lm_head: nn.Module, chunk_size: int = DEFAULT_LOSS_CHUNK
+) -> tuple[Tensor, Tensor]:
     """Summed next-token cross-entropy of ``labels`` [B, L] given the final hidden states
     ``hidden`` [B, L, H] (position t predicts label t + 1), and how many labels there are."""
     if chunk_size < 1:

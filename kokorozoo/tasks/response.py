@@ -33,8 +33,14 @@ class ResponseTask(Task):
     monitor, mode = "val_loss", "min"
     reading_settings = ("max_new_tokens", "min_new_tokens", "metrics_tokenize", "generation")
 
-    def __init__(self, max_new_tokens: int = 256, min_new_tokens: int = 0, metrics_tokenize: str = "mecab",
-                 generation: Literal["shared_prefix", "generate"] = "shared_prefix", **kwargs):
+    def __init__(
+        self,
+        max_new_tokens: int = 256,
+        min_new_tokens: int = 0,
+        metrics_tokenize: str = "mecab",
+        generation: Literal["shared_prefix", "generate"] = "shared_prefix",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if generation not in GENERATION_MODES:
             raise ValueError(f"generation must be one of {', '.join(GENERATION_MODES)}, got {generation!r}")

@@ -48,12 +48,19 @@ from torch import Tensor, nn
 
 from kokorozoo.backbone import Backbone
 from kokorozoo.data.batching import unpadded
+from kokorozoo.data.datamodules import KokoroChatDataModule
 from kokorozoo.data.records import ITEM_MAX, ITEM_NAMES, NUM_ITEMS
 from kokorozoo.data.score_format import AnswerForm, answer_form, parse_scores
 from kokorozoo.data.stats import STATISTICS
 from kokorozoo.errors import UsageError
-from kokorozoo.data.datamodules import KokoroChatDataModule
-from kokorozoo.metrics import SCORE_METRICS, constant_predictions, item_modes, point_figures, rule_figures, score_metrics
+from kokorozoo.metrics import (
+    SCORE_METRICS,
+    constant_predictions,
+    item_modes,
+    point_figures,
+    rule_figures,
+    score_metrics,
+)
 from kokorozoo.metrics.rules import METRIC_RULES
 from kokorozoo.metrics.scores import BY_RULE, MODEL
 from kokorozoo.tasks.base import Task

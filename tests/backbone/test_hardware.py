@@ -24,12 +24,12 @@ def _cpu(monkeypatch, capability: str, avx512_bf16: bool, amx: bool = False, one
 @pytest.mark.parametrize(
     ("capability", "avx512_bf16", "amx", "onednn", "expected"),
     [
-        ("AVX2", False, False, None, "float32"),          # an AVX2-only CPU
-        ("AVX512", False, False, None, "float32"),        # AVX-512 without its bfloat16 extension
-        ("AVX512", True, False, None, "bfloat16"),        # AVX512-BF16 (Zen 4, Cooper Lake)
-        ("AVX512", False, True, None, "bfloat16"),        # AMX (Sapphire Rapids)
-        ("AVX2", True, True, None, "float32"),            # ATEN_CPU_CAPABILITY lowered to avx2
-        ("AVX512", True, False, "AVX2", "float32"),       # oneDNN's matmuls limited to AVX2
+        ("AVX2", False, False, None, "float32"),  # an AVX2-only CPU
+        ("AVX512", False, False, None, "float32"),  # AVX-512 without its bfloat16 extension
+        ("AVX512", True, False, None, "bfloat16"),  # AVX512-BF16 (Zen 4, Cooper Lake)
+        ("AVX512", False, True, None, "bfloat16"),  # AMX (Sapphire Rapids)
+        ("AVX2", True, True, None, "float32"),  # ATEN_CPU_CAPABILITY lowered to avx2
+        ("AVX512", True, False, "AVX2", "float32"),  # oneDNN's matmuls limited to AVX2
         ("AVX512", True, False, "avx512_core_bf16", "bfloat16"),
     ],
 )

@@ -24,7 +24,9 @@ def test_stats_json_reproduces_the_paper(capsys, kokorochat_root):
     assert all(k == k.lower() and " " not in k for k in s)
 
 
-@pytest.mark.parametrize("subset, dialogues, utterances", [("low", 3870, 334022), ("high", 2601, 254515), ("test", 118, None)])
+@pytest.mark.parametrize(
+    "subset, dialogues, utterances", [("low", 3870, 334022), ("high", 2601, 254515), ("test", 118, None)]
+)
 def test_stats_subsets(capsys, subset, dialogues, utterances):
     s = stats(capsys, "--subset", subset)
     assert s["dialogues"] == dialogues

@@ -18,8 +18,10 @@ def test_every_command_is_listed_once():
 
 
 def test_help_and_the_light_commands_import_neither_torch_nor_lightning():
-    code = ("import sys; from kokorozoo.cli import build_parser; build_parser(); "
-            "print(sorted(m for m in ('torch', 'lightning', 'matplotlib') if m in sys.modules))")
+    code = (
+        "import sys; from kokorozoo.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('torch', 'lightning', 'matplotlib') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

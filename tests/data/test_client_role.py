@@ -48,8 +48,9 @@ def test_client_prompts_end_with_the_user_header(tiny_tokenizer, dialogue):
     encoded = encode_dialogue(tiny_tokenizer, turns, target="client")
     for t in encoded.targets[:6]:
         prompt = generation_prompt(encoded, t, 4096)[0]
-        expected = tiny_tokenizer.apply_chat_template(chat_messages(turns[:t]), tokenize=False,
-                                                      add_generation_prompt=True, target_role="user")
+        expected = tiny_tokenizer.apply_chat_template(
+            chat_messages(turns[:t]), tokenize=False, add_generation_prompt=True, target_role="user"
+        )
         assert tiny_tokenizer.decode(prompt) == expected
         assert expected.endswith("<|start_header_id|>user<|end_header_id|>\n\n")
         assert next_turn_prompt(tiny_tokenizer, turns[:t], "client", 4096) == prompt  # a turn not yet said
@@ -57,8 +58,11 @@ def test_client_prompts_end_with_the_user_header(tiny_tokenizer, dialogue):
 
 def test_the_counselor_rendering_is_unchanged(tiny_tokenizer, dialogue):
     """The default target renders byte for byte as the template did before it had one."""
-    before = (LLAMA3_CHAT_TEMPLATE.replace("{%- set target = target_role | default('assistant') %}", "")
-              .replace("== target", "== 'assistant'").replace("' + target + '", "assistant"))
+    before = (
+        LLAMA3_CHAT_TEMPLATE.replace("{%- set target = target_role | default('assistant') %}", "")
+        .replace("== target", "== 'assistant'")
+        .replace("' + target + '", "assistant")
+    )
     assert "target" not in before
     messages = chat_messages(dialogue_turns(dialogue), "あなたはカウンセラーです。")
     for kwargs in ({"return_assistant_tokens_mask": True, "return_dict": True}, {"tokenize": False}):
@@ -68,8 +72,13 @@ def test_the_counselor_rendering_is_unchanged(tiny_tokenizer, dialogue):
 
 
 def test_a_client_fit_records_its_role_and_generates_client_turns(short_fit_args, tmp_path, kokorochat):
-    args = short_fit_args("client.yaml", tmp_path, "--data.init_args.test_turns=3", "--data.init_args.max_length=512",
-                          "--model.init_args.max_new_tokens=6")
+    args = short_fit_args(
+        "client.yaml",
+        tmp_path,
+        "--data.init_args.test_turns=3",
+        "--data.init_args.max_length=512",
+        "--model.init_args.max_new_tokens=6",
+    )
     assert main(args) == 0
     [version] = (tmp_path / "lightning_logs").iterdir()
     rows = [json.loads(line) for line in (version / "generations.jsonl").read_text().splitlines()]

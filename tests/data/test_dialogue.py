@@ -14,7 +14,12 @@ def u(role, text):
 
 def test_merges_consecutive_utterances_of_one_speaker():
     turns = merge_utterances(
-        [u("counselor", "こんにちは。"), u("counselor", "相談員です。"), u("client", "よろしく"), u("counselor", "はい")]
+        [
+            u("counselor", "こんにちは。"),
+            u("counselor", "相談員です。"),
+            u("client", "よろしく"),
+            u("counselor", "はい"),
+        ]
     )
     assert [(t.role, t.text, t.n_utterances) for t in turns] == [
         ("counselor", "こんにちは。\n相談員です。", 2),

@@ -60,21 +60,28 @@ def turns_encoded(tokenizer):
 
 
 def rendering(tokenizer, turns, **kwargs) -> list[int]:
-    return list(tokenizer.apply_chat_template(chat_messages(turns), tokenize=True, return_dict=True, **kwargs)["input_ids"])
+    return list(
+        tokenizer.apply_chat_template(chat_messages(turns), tokenize=True, return_dict=True, **kwargs)["input_ids"]
+    )
 
 
 @pytest.mark.mutation
 def test_encoding_finds_every_turn_in_one_rendering(tokenizer, turns_encoded):
     ids = rendering(tokenizer, TURNS)
     assert turns_encoded.ids == ids and turns_encoded.targets == TARGETS
-    assert turns_encoded.ids[: turns_encoded.prefix] == [tokenizer.bos_token_id] and turns_encoded.starts[0] == turns_encoded.prefix
+    assert (
+        turns_encoded.ids[: turns_encoded.prefix] == [tokenizer.bos_token_id]
+        and turns_encoded.starts[0] == turns_encoded.prefix
+    )
     assert turns_encoded.ends == [*turns_encoded.starts[1:], len(ids)]
     for t, turn in enumerate(TURNS):
         marked = [turns_encoded.assistant_mask[p] for p in range(turns_encoded.starts[t], turns_encoded.ends[t])]
         assert any(marked) == (turn.role == "counselor")
         assert turns_encoded.starts[t] == (len(rendering(tokenizer, TURNS[:t])) if t else turns_encoded.prefix)
         if turn.role == "counselor":  # its text and end-of-turn, from content_starts to its end
-            content = tokenizer.decode(ids[turns_encoded.content_starts[t] : turns_encoded.ends[t]], skip_special_tokens=False)
+            content = tokenizer.decode(
+                ids[turns_encoded.content_starts[t] : turns_encoded.ends[t]], skip_special_tokens=False
+            )
             assert content == turn.text + EOT
 
 
@@ -106,7 +113,9 @@ def retemplated(old: str, new: str):
 def test_a_template_without_generation_markers_is_an_error():
     plain = retemplated("{%- endgeneration %}", "")
     plain.chat_template = plain.chat_template.replace("{%- generation %}", "")
-    with pytest.raises(ValueError, match="^the chat template marks no assistant tokens: it needs {% generation %} markers$"):
+    with pytest.raises(
+        ValueError, match="^the chat template marks no assistant tokens: it needs {% generation %} markers$"
+    ):
         encode_dialogue(plain, TURNS)
 
 
@@ -130,7 +139,10 @@ def window_tests(tokenizer, turns_encoded, windows, max_length):
     trained = []
     for ids, labels in windows:
         assert len(ids) == len(labels) <= max_length
-        assert ids[: turns_encoded.prefix] == turns_encoded.ids[: turns_encoded.prefix] and ids[turns_encoded.prefix] == header
+        assert (
+            ids[: turns_encoded.prefix] == turns_encoded.ids[: turns_encoded.prefix]
+            and ids[turns_encoded.prefix] == header
+        )
         trained += labelled_runs(tokenizer, labels)
     assert trained == [TURNS[t].text + EOT for t in TARGETS]  # each target once, in order
 
@@ -148,7 +160,8 @@ def test_windows_cut_long_dialogues_at_turn_boundaries(tokenizer, turns_encoded)
     max_length = turns_encoded.prefix + 2 * (turns_encoded.ends[4] - turns_encoded.starts[3])
     windows = dialogue_windows(turns_encoded, max_length)
     assert [ids for ids, _ in windows] == [
-        turns_encoded.ids[: turns_encoded.prefix] + turns_encoded.ids[turns_encoded.starts[first] : turns_encoded.ends[last]]
+        turns_encoded.ids[: turns_encoded.prefix]
+        + turns_encoded.ids[turns_encoded.starts[first] : turns_encoded.ends[last]]
         for first, last in [(1, 4), (5, 6)]
     ]
     assert [labelled_runs(tokenizer, labels) for _, labels in windows] == [
@@ -170,8 +183,15 @@ def test_windows_follow_the_half_window_rule_after_a_long_prefix(tokenizer):
         while pending:
             end = turns_encoded.ends[pending[0]]
             first = min(i for i, start in enumerate(turns_encoded.starts) if end - start <= half)
-            covered = [t for t in pending if turns_encoded.ends[t] - turns_encoded.starts[first] <= max_length - turns_encoded.prefix]
-            expected.append(turns_encoded.ids[: turns_encoded.prefix] + turns_encoded.ids[turns_encoded.starts[first] : turns_encoded.ends[covered[-1]]])
+            covered = [
+                t
+                for t in pending
+                if turns_encoded.ends[t] - turns_encoded.starts[first] <= max_length - turns_encoded.prefix
+            ]
+            expected.append(
+                turns_encoded.ids[: turns_encoded.prefix]
+                + turns_encoded.ids[turns_encoded.starts[first] : turns_encoded.ends[covered[-1]]]
+            )
             pending = pending[len(covered) :]
         assert [ids for ids, _ in dialogue_windows(turns_encoded, max_length)] == expected, max_length
 
@@ -180,9 +200,15 @@ def test_windows_follow_the_half_window_rule_after_a_long_prefix(tokenizer):
 def test_a_target_longer_than_half_a_window_is_still_trained(tokenizer, turns_encoded):
     max_length = turns_encoded.prefix + 2 * (turns_encoded.ends[2] - turns_encoded.starts[2]) - 2
     windows = dialogue_windows(turns_encoded, max_length)
-    assert labelled_runs(tokenizer, [l for _, labels in windows for l in labels]) == [TURNS[t].text + EOT for t in TARGETS]
+    assert labelled_runs(tokenizer, [label for _, labels in windows for label in labels]) == [
+        TURNS[t].text + EOT for t in TARGETS
+    ]
     # turn 2 with the latest whole turns that fit the whole window
-    assert windows[0][0] == turns_encoded.ids[: turns_encoded.prefix] + turns_encoded.ids[turns_encoded.starts[1] : turns_encoded.ends[2]]
+    assert (
+        windows[0][0]
+        == turns_encoded.ids[: turns_encoded.prefix]
+        + turns_encoded.ids[turns_encoded.starts[1] : turns_encoded.ends[2]]
+    )
 
 
 @pytest.mark.mutation
@@ -221,8 +247,12 @@ def test_dialogue_and_per_turn_modes_train_the_same_tokens(tokenizer, system_pro
     turns_encoded = encode_dialogue(tokenizer, TURNS, system_prompt, target)
     for max_length in range(turns_encoded.prefix + 1, len(turns_encoded.ids) + 2):
         budget = max_length - turns_encoded.prefix
-        expected = [turns_encoded.ids[max(turns_encoded.content_starts[t], turns_encoded.ends[t] - budget) : turns_encoded.ends[t]]
-                    for t in turns_encoded.targets]
+        expected = [
+            turns_encoded.ids[
+                max(turns_encoded.content_starts[t], turns_encoded.ends[t] - budget) : turns_encoded.ends[t]
+            ]
+            for t in turns_encoded.targets
+        ]
         windows, samples = dialogue_windows(turns_encoded, max_length), per_turn_samples(turns_encoded, max_length)
         assert labelled_tokens(windows) == labelled_tokens(samples) == expected, max_length
         assert all(len(ids) == len(labels) <= max_length for ids, labels in windows + samples), max_length
@@ -230,7 +260,9 @@ def test_dialogue_and_per_turn_modes_train_the_same_tokens(tokenizer, system_pro
 
 @pytest.mark.mutation
 def test_the_last_turn_longer_than_the_window_trains_its_tail(tokenizer, turns_encoded):
-    max_length = turns_encoded.prefix + (turns_encoded.ends[6] - turns_encoded.content_starts[6]) - 2  # not even its text fits
+    max_length = (
+        turns_encoded.prefix + (turns_encoded.ends[6] - turns_encoded.content_starts[6]) - 2
+    )  # not even its text fits
     ids, labels = dialogue_windows(turns_encoded, max_length)[-1]
     tail = turns_encoded.ids[turns_encoded.ends[6] - (max_length - turns_encoded.prefix) : turns_encoded.ends[6]]
     assert ids == turns_encoded.ids[: turns_encoded.prefix] + tail
@@ -243,7 +275,11 @@ def test_per_turn_samples_are_the_papers_one_per_target(tokenizer, turns_encoded
     assert [ids for ids, _ in samples] == [turns_encoded.ids[: turns_encoded.ends[t]] for t in TARGETS]
     assert [labelled_runs(tokenizer, labels) for _, labels in samples] == [[TURNS[t].text + EOT] for t in TARGETS]
     short = per_turn_samples(turns_encoded, turns_encoded.prefix + turns_encoded.ends[6] - turns_encoded.starts[5])
-    assert short[-1][0] == turns_encoded.ids[: turns_encoded.prefix] + turns_encoded.ids[turns_encoded.starts[5] : turns_encoded.ends[6]]
+    assert (
+        short[-1][0]
+        == turns_encoded.ids[: turns_encoded.prefix]
+        + turns_encoded.ids[turns_encoded.starts[5] : turns_encoded.ends[6]]
+    )
     assert labelled_runs(tokenizer, short[-1][1]) == [TURNS[6].text + EOT]
 
 
@@ -256,16 +292,19 @@ def test_generation_prompts_are_the_chat_templates(tokenizer, turns_encoded):
     end = turns_encoded.content_starts[6]
     max_length = turns_encoded.prefix + end - turns_encoded.starts[5]
     assert generation_prompt(turns_encoded, 6, max_length) == (
-        turns_encoded.ids[: turns_encoded.prefix] + turns_encoded.ids[turns_encoded.starts[5] : end], 5
+        turns_encoded.ids[: turns_encoded.prefix] + turns_encoded.ids[turns_encoded.starts[5] : end],
+        5,
     )
     # no whole history turn fits: the latest tokens of the history, cut inside turn 5
     assert generation_prompt(turns_encoded, 6, max_length - 1) == (
-        turns_encoded.ids[: turns_encoded.prefix] + turns_encoded.ids[turns_encoded.starts[5] + 1 : end], 5
+        turns_encoded.ids[: turns_encoded.prefix] + turns_encoded.ids[turns_encoded.starts[5] + 1 : end],
+        5,
     )
     # only the header fits: the header alone, the turn itself named as the first one kept
     header = end - turns_encoded.starts[6]
     assert generation_prompt(turns_encoded, 6, turns_encoded.prefix + header) == (
-        turns_encoded.ids[: turns_encoded.prefix] + turns_encoded.ids[turns_encoded.starts[6] : end], 6
+        turns_encoded.ids[: turns_encoded.prefix] + turns_encoded.ids[turns_encoded.starts[6] : end],
+        6,
     )
 
 
@@ -285,7 +324,10 @@ def test_a_prompt_ends_with_the_turns_header_and_keeps_the_latest_history_that_f
             prompt, first = generation_prompt(turns_encoded, t, max_length)
             kept = len(prompt) - turns_encoded.prefix
             assert prompt[: turns_encoded.prefix] == turns_encoded.ids[: turns_encoded.prefix], max_length
-            assert prompt[turns_encoded.prefix :] == turns_encoded.ids[end - kept : end] and prompt[-len(header) :] == header
+            assert (
+                prompt[turns_encoded.prefix :] == turns_encoded.ids[end - kept : end]
+                and prompt[-len(header) :] == header
+            )
             whole = [i for i in range(t) if end - turns_encoded.starts[i] <= budget]
             if whole:  # cut at the earliest turn boundary that fits
                 assert (kept, first) == (end - turns_encoded.starts[whole[0]], whole[0]), max_length
@@ -314,8 +356,10 @@ def test_a_prompt_length_without_room_for_the_header_is_an_error(tokenizer, syst
     for t in TARGETS:
         need = turns_encoded.prefix + turns_encoded.content_starts[t] - turns_encoded.starts[t]
         for max_length in (need - 1, turns_encoded.prefix, turns_encoded.prefix - 1, 1):
-            message = (f"^a prompt of at most {max_length} tokens cannot hold the {turns_encoded.prefix} tokens before the"
-                       f" first turn and the {need - turns_encoded.prefix}-token header of turn {t}: it needs at least {need}$")
+            message = (
+                f"^a prompt of at most {max_length} tokens cannot hold the {turns_encoded.prefix} tokens before the"
+                f" first turn and the {need - turns_encoded.prefix}-token header of turn {t}: it needs at least {need}$"
+            )
             with pytest.raises(UsageError, match=message):
                 generation_prompt(turns_encoded, t, max_length)
             with pytest.raises(UsageError, match=message):
@@ -330,15 +374,20 @@ def test_a_client_model_learns_and_is_prompted_for_the_client_turns(tokenizer):
     assert labelled_runs(tokenizer, labels) == [TURNS[t].text + EOT for t in (1, 3, 5)]
     for t in (1, 3, 5):
         prompt, _ = generation_prompt(turns_encoded, t, 4096)
-        assert tokenizer.decode(turns_encoded.ids[len(prompt) : turns_encoded.ends[t]], skip_special_tokens=False) == TURNS[t].text + EOT
+        assert (
+            tokenizer.decode(turns_encoded.ids[len(prompt) : turns_encoded.ends[t]], skip_special_tokens=False)
+            == TURNS[t].text + EOT
+        )
 
 
 @pytest.mark.mutation
 def test_a_template_without_markers_for_the_client_is_an_error():
     plain = retemplated("{%- endgeneration %}", "")
     plain.chat_template = plain.chat_template.replace("{%- generation %}", "")
-    message = (r"^the chat template marks no user tokens: it needs {% generation %} markers around the"
-               r" target_role's messages \(see kokorozoo.chat_format\)$")
+    message = (
+        r"^the chat template marks no user tokens: it needs {% generation %} markers around the"
+        r" target_role's messages \(see kokorozoo.chat_format\)$"
+    )
     with pytest.raises(ValueError, match=message):
         encode_dialogue(plain, TURNS, target="client")
 
@@ -350,7 +399,11 @@ def test_the_next_turn_prompt_is_the_training_dialogues_prompt(tokenizer, system
     turns_encoded = encode_dialogue(tokenizer, TURNS, system_prompt, target)
     for t in turns:  # the whole history, the latest turn of it, only the turn's header
         header = turns_encoded.content_starts[t] - turns_encoded.starts[t]
-        for max_length in (4096, turns_encoded.prefix + turns_encoded.content_starts[t] - turns_encoded.starts[t - 1], turns_encoded.prefix + header):
+        for max_length in (
+            4096,
+            turns_encoded.prefix + turns_encoded.content_starts[t] - turns_encoded.starts[t - 1],
+            turns_encoded.prefix + header,
+        ):
             expected = generation_prompt(turns_encoded, t, max_length)[0]
             assert next_turn_prompt(tokenizer, TURNS[:t], target, max_length, system_prompt) == expected
 
@@ -368,11 +421,19 @@ def test_a_long_targets_window_also_takes_the_short_targets_after_it(tokenizer):
     ]
     turns_encoded = encode_dialogue(tokenizer, turns)
     long_target = turns_encoded.ends[2] - turns_encoded.starts[2]
-    max_length = turns_encoded.prefix + long_target + (turns_encoded.ends[4] - turns_encoded.starts[3])  # room for turns 2-4
+    max_length = (
+        turns_encoded.prefix + long_target + (turns_encoded.ends[4] - turns_encoded.starts[3])
+    )  # room for turns 2-4
     assert 2 * long_target > max_length - turns_encoded.prefix  # turn 2 is longer than half a window
-    assert turns_encoded.ends[2] - turns_encoded.starts[1] > max_length - turns_encoded.prefix  # turn 1 does not fit with it
+    assert (
+        turns_encoded.ends[2] - turns_encoded.starts[1] > max_length - turns_encoded.prefix
+    )  # turn 1 does not fit with it
     [(ids, labels)] = dialogue_windows(turns_encoded, max_length)
-    assert ids == turns_encoded.ids[: turns_encoded.prefix] + turns_encoded.ids[turns_encoded.starts[2] : turns_encoded.ends[4]]
+    assert (
+        ids
+        == turns_encoded.ids[: turns_encoded.prefix]
+        + turns_encoded.ids[turns_encoded.starts[2] : turns_encoded.ends[4]]
+    )
     assert labelled_runs(tokenizer, labels) == [turns[2].text + EOT, turns[4].text + EOT]
 
 
@@ -450,6 +511,7 @@ def test_generation_prompt_keeps_the_latest_history(encoded):
     t = encoded.targets[-1]
     prompt, first = generation_prompt(encoded, t, 300)
     assert len(prompt) <= 300 and first > 0
-    assert prompt[-(encoded.content_starts[t] - encoded.starts[first]) :] == encoded.ids[
-        encoded.starts[first] : encoded.content_starts[t]
-    ]
+    assert (
+        prompt[-(encoded.content_starts[t] - encoded.starts[first]) :]
+        == encoded.ids[encoded.starts[first] : encoded.content_starts[t]]
+    )

@@ -20,7 +20,6 @@ def test_item_constant_matches_the_files(kokorochat_root):
     assert jp_keys == [i.jp for i in FEEDBACK_ITEMS]
 
 
-
 @pytest.mark.parametrize(
     "flags, total",
     [((False, False, False), 61), ((False, False, True), 30), ((True, False, False), 0), ((False, True, True), 0)],

@@ -234,7 +234,9 @@ def test_the_random_split_is_the_default_and_unknown_kinds_are_errors():
     assert (ids(c.train), ids(c.val)) == (ids(d.train), ids(d.val))
     with pytest.raises(ValueError, match="^unknown score split 'client': expected random or client_disjoint$"):
         score_split(dialogues, split="client")
-    with pytest.raises(ValueError, match="^unknown response split 'client_disjoint': expected random or counselor_disjoint$"):
+    with pytest.raises(
+        ValueError, match="^unknown response split 'client_disjoint': expected random or counselor_disjoint$"
+    ):
         response_split(dialogues, split="client_disjoint")
 
 

@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 import torch
 from scipy import sparse
-from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.extmath import randomized_svd
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -108,7 +108,7 @@ def test_char_ngram_counts_by_hand():
 def test_char_ngram_counts_as_countvectorizer_on_random_texts():
     rng = np.random.default_rng(0)
     alphabets = ["ab", "abc\n", "あいうえおかきくけこ。", "xy😀é\u3000z", "".join(map(chr, range(0x4E00, 0x4E40)))]
-    for k, alphabet in enumerate(alphabets):
+    for alphabet in alphabets:
         texts = random_texts(rng, alphabet, n=int(rng.integers(1, 25)), max_len=12)
         for max_n in (1, 2, 3, 5):
             check_counts(texts, max_n)
@@ -335,9 +335,10 @@ def test_score_baseline_inputs():
     model = ScoreBaseline(SMALL).fit(features, train, val)
     assert set(model.text) == {"client", "counselor"}
     for role in ("client", "counselor"):
-        assert model.text[role].columns.tolist() == _TextProjection(
-            features.counts[role], features.index(train), SMALL
-        ).columns.tolist()
+        assert (
+            model.text[role].columns.tolist()
+            == _TextProjection(features.counts[role], features.index(train), SMALL).columns.tolist()
+        )
     rows = features.index(data[16:24] + same)
     x = model._inputs(features, rows)
     assert x.shape == (12, 3 + 3 + len(STATISTICS))
@@ -634,9 +635,12 @@ def test_score_baseline_distribution_keys(tmp_path, stub, monkeypatch):
     model = stub[0]
     assert model.settings is SMALL and model.predicted == [d.id for d in split.test]
     assert model.fitted[:2] == ([d.id for d in split.train], [d.id for d in split.val])
-    assert model.fitted[2].counts["client"].shape[1] == char_ngram_counts(
-        [role_text(d, "client") for d in split.train + split.val + split.test], SMALL.max_n
-    ).shape[1]
+    assert (
+        model.fitted[2].counts["client"].shape[1]
+        == char_ngram_counts([role_text(d, "client") for d in split.train + split.val + split.test], SMALL.max_n).shape[
+            1
+        ]
+    )
     assert torch.equal(score_baseline_distribution(split, settings=SMALL, cache_dir=tmp_path), first)
     assert len(stub) == 1  # read back, not refitted
     moved = split.train[0]

@@ -53,7 +53,13 @@ def test_systems_are_the_model_every_baseline_and_the_model_by_rule():
     score = Result.from_json(SCORE)
     assert list(score.systems()) == ["model", "baseline", "classical", "by_rule"]
     assert score.systems()["baseline"] == {"acc": 34.4, "acc_soft": 77.4, "mae": 0.905}  # numbers only
-    assert (score.seed, score.split, score.size, score.language, score.tokenize) == (3, "client_disjoint", 2, "ja", None)
+    assert (score.seed, score.split, score.size, score.language, score.tokenize) == (
+        3,
+        "client_disjoint",
+        2,
+        "ja",
+        None,
+    )
     response = Result.from_json(RESPONSE)
     assert list(response.systems()) == ["model", "copy_previous", "retrieval"]
     assert (response.size, response.tokenize, response.zero_shot, response.seed) == (5, "char", True, None)
@@ -106,7 +112,11 @@ def test_summary_is_the_mean_and_the_sample_std():
 
 def test_format_value():
     assert (format_value("mae", 0.12345), format_value("baseline_mae", 1.0)) == ("0.1235", "1.0000")
-    assert (format_value("invalid", 3.0), format_value("acc", 35.456), format_value("bleu1", 2)) == ("3", "35.46", "2.00")
+    assert (format_value("invalid", 3.0), format_value("acc", 35.456), format_value("bleu1", 2)) == (
+        "3",
+        "35.46",
+        "2.00",
+    )
     assert format_value("acc", None) == format_value("acc", math.nan) == "–"
 
 
@@ -116,7 +126,9 @@ def test_aggregate_over_seeds_by_system():
     runs[2].by_rule = None  # one run without: counted over the two that have it
     summary = aggregate(runs)
     assert list(summary) == ["model", "baseline", "classical", "by_rule"]
-    assert summary["model"]["acc"] == Summary(35.0, 2.0, 3) and summary["baseline"]["mae"] == Summary(statistics.fmean([0.905] * 3), 0.0, 3)
+    assert summary["model"]["acc"] == Summary(35.0, 2.0, 3) and summary["baseline"]["mae"] == Summary(
+        statistics.fmean([0.905] * 3), 0.0, 3
+    )
     assert summary["by_rule"]["acc"].n == 2
     items = aggregate_per_item(runs)
     assert items["model"]["acc"][4] == Summary(4.0, 0.0, 3) and len(items["baseline"]["acc"]) == 20

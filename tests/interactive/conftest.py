@@ -10,7 +10,11 @@ from kokorozoo.cli import main
 
 FLOAT32 = ("--model.init_args.quantization=none", "--model.init_args.compute_dtype=float32", "--test_after_fit=false")
 #: Short prompts and turns: the sessions stay within seconds.
-SPEAKER = ("--data.init_args.max_length=384", "--model.init_args.max_new_tokens=10", "--model.init_args.min_new_tokens=2")
+SPEAKER = (
+    "--data.init_args.max_length=384",
+    "--model.init_args.max_new_tokens=10",
+    "--model.init_args.min_new_tokens=2",
+)
 MODELS = {
     "counselor": ("response.yaml", SPEAKER),
     "client": ("client.yaml", SPEAKER),

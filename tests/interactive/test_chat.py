@@ -26,8 +26,9 @@ def unescaped(line: str) -> str:
 def test_scripted_chat_saves_a_valid_kokorochat_session(exports, tmp_path, monkeypatch, capsys):
     saved = tmp_path / "sessions" / "first.json"
     said = ["最近、眠れない日が続いています。", "仕事のことで悩んでいます。"]
-    code, out, err = chat(monkeypatch, capsys, exports["counselor"],
-                          lines=[said[0], "", said[1], f"/save {saved}", "/quit", "never read"])
+    code, out, err = chat(
+        monkeypatch, capsys, exports["counselor"], lines=[said[0], "", said[1], f"/save {saved}", "/quit", "never read"]
+    )
     assert code == 0, err
     assert out[0] == OPENING and len(out) == 3  # the opening, then one line per reply
     assert f"saved 5 turns to {saved}" in err
@@ -47,8 +48,16 @@ def test_scripted_chat_saves_a_valid_kokorochat_session(exports, tmp_path, monke
 
 def test_reset_rate_and_end_of_input(exports, tmp_path, monkeypatch, capsys):
     saved = tmp_path / "rated.json"
-    code, out, err = chat(monkeypatch, capsys, exports["counselor"], "--rate", exports["scorer"], "--opening", "",
-                          lines=["こんにちは。", "/reset", "/nonsense", "/save", "相談があります。", f"/save {saved}"])
+    code, out, err = chat(
+        monkeypatch,
+        capsys,
+        exports["counselor"],
+        "--rate",
+        exports["scorer"],
+        "--opening",
+        "",
+        lines=["こんにちは。", "/reset", "/nonsense", "/save", "相談があります。", f"/save {saved}"],
+    )
     assert code == 0  # end of input ends the chat
     assert "unknown command /nonsense" in err and "usage: /save FILE" in err and "(a new session)" in err
     rating = out[-21:]

@@ -18,9 +18,26 @@ SESSIONS, TURNS, OPENING = 3, 8, 3
 def simulate(exports, tmp_path_factory):
     def run(name: str, *extra: str):
         out = tmp_path_factory.mktemp(name)
-        args = ["simulate", "--counselor", exports["counselor"], "--client", exports["client"], "--scorer",
-                exports["scorer"], "--sessions", SESSIONS, "--turns", TURNS, "--opening-turns", OPENING,
-                "--seed", 1, "--out", out, *extra]
+        args = [
+            "simulate",
+            "--counselor",
+            exports["counselor"],
+            "--client",
+            exports["client"],
+            "--scorer",
+            exports["scorer"],
+            "--sessions",
+            SESSIONS,
+            "--turns",
+            TURNS,
+            "--opening-turns",
+            OPENING,
+            "--seed",
+            1,
+            "--out",
+            out,
+            *extra,
+        ]
         assert main([str(a) for a in args]) == 0
         return out
 
@@ -88,14 +105,23 @@ def test_another_seed_opens_other_sessions(batched, simulate):
     assert sorted(files(other)) != sorted(files(batched))
 
 
-@pytest.mark.parametrize("swap, message", [
-    (("--turns", "3"), "--turns (3) must be more than --opening-turns (3)"),
-    (("--client", "counselor"), "--client must speak as the client"),
-    (("--scorer", "client"), "the scorer must be a ScoreHeadsTask or ScoreTask"),
-])
+@pytest.mark.parametrize(
+    "swap, message",
+    [
+        (("--turns", "3"), "--turns (3) must be more than --opening-turns (3)"),
+        (("--client", "counselor"), "--client must speak as the client"),
+        (("--scorer", "client"), "the scorer must be a ScoreHeadsTask or ScoreTask"),
+    ],
+)
 def test_settings_that_cannot_work_are_one_line(exports, tmp_path, capsys, swap, message):
-    args = {"--counselor": exports["counselor"], "--client": exports["client"], "--scorer": exports["scorer"],
-            "--turns": 8, "--opening-turns": 3, "--out": tmp_path}
+    args = {
+        "--counselor": exports["counselor"],
+        "--client": exports["client"],
+        "--scorer": exports["scorer"],
+        "--turns": 8,
+        "--opening-turns": 3,
+        "--out": tmp_path,
+    }
     option, value = swap
     args[option] = exports.get(value, value)
     assert main(["simulate", *[str(x) for pair in args.items() for x in pair]]) == 2
@@ -114,13 +140,15 @@ def test_a_continued_cache_gives_what_a_full_prefill_gives(small_tiny, kokorocha
     backbone = load_backbone("tiny", quantization="none", compute_dtype="float32", lora=None, tiny=small_tiny)
     model, tokenizer = backbone.model.eval(), backbone.tokenizer
     encoded = encode_dialogue(tokenizer, dialogue_turns(kokorochat.by_id()["10"]))
-    settings = dict(max_new_tokens=12, min_new_tokens=2, stop_ids=stop_token_ids(tokenizer),
-                    pad_id=tokenizer.pad_token_id)
+    settings = dict(
+        max_new_tokens=12, min_new_tokens=2, stop_ids=stop_token_ids(tokenizer), pad_id=tokenizer.pad_token_id
+    )
     first = [generation_prompt(encoded, t, 1024)[0] for t in encoded.targets[2:6]]
     later = [generation_prompt(encoded, t, 1024)[0] for t in encoded.targets[3:7]]
     streamed = [[] for _ in first]
-    new, caches = generate_continuing(model, first, [None] * len(first), on_token=lambda i, t: streamed[i].append(t),
-                                      **settings)
+    new, caches = generate_continuing(
+        model, first, [None] * len(first), on_token=lambda i, t: streamed[i].append(t), **settings
+    )
     assert streamed == new
     assert all(c.ids == p + n[:-1] and c.layers[0][0].shape[2] == len(c.ids) for c, p, n in zip(caches, first, new))
     for prompts, cached in ((first, [None] * 4), (later, caches)):

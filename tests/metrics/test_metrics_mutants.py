@@ -172,8 +172,14 @@ def test_constant_predictions():
 #: (generation, reference): word 4-grams in common, a repeated n-gram (clipping), one pair with nothing
 #: in common; BLEU-1..4 all differ.
 PAIRS = [
-    ("お仕事が大変だったのですね。よく頑張ってこられましたね。", "お仕事が大変だったのですね。今日はどんなことをお話ししたいですか？"),
-    ("ご家族とのことで悩んでいらっしゃるのですね。", "ご家族とのことで悩んでいらっしゃるのですね。詳しく教えていただけますか。"),
+    (
+        "お仕事が大変だったのですね。よく頑張ってこられましたね。",
+        "お仕事が大変だったのですね。今日はどんなことをお話ししたいですか？",
+    ),
+    (
+        "ご家族とのことで悩んでいらっしゃるのですね。",
+        "ご家族とのことで悩んでいらっしゃるのですね。詳しく教えていただけますか。",
+    ),
     ("そうですね、そうですね、そうですね。", "そうですね。"),
     ("ありがとうございます。", "明日も来てください。"),
     ("今日はどんなことをお話ししたいですか？", "今日はどんなことをお話ししたいですか？少しずつで大丈夫ですよ。"),
@@ -259,7 +265,9 @@ def test_distinct_over_an_empty_batch_keeps_its_ids_exact():
         metric.update([""])
         metric.update([])
         metric.update(texts)
-        assert metric.compute().item() == pytest.approx(reference_text_metrics(texts, texts, "char")[f"dist{n}"], abs=1e-9)
+        assert metric.compute().item() == pytest.approx(
+            reference_text_metrics(texts, texts, "char")[f"dist{n}"], abs=1e-9
+        )
 
 
 # -- syncing across ranks, with a stand-in for all_gather ---------------------------------------
@@ -272,7 +280,9 @@ def synced_pair(make, updates_here, updates_there, device="cpu"):
     there = make().to(device)
     for args in updates_there:
         there.update(*args)
-    others = iter([dim_zero_cat(v) if isinstance(v, list) else v for v in (getattr(there, a) for a in there._reductions)])
+    others = iter(
+        [dim_zero_cat(v) if isinstance(v, list) else v for v in (getattr(there, a) for a in there._reductions)]
+    )
 
     def all_gather(tensor, group=None):
         other = next(others)
@@ -394,8 +404,16 @@ def test_median_reaches_half_up_to_the_rounding_tolerance():
 def test_rules_decide_in_float64():
     """A softmax in float32: the window 3..5 outweighs 4..5 by 3e-8, which float32 sums lose
     (computed in float32 the two tie and the centre rule picks 5)."""
-    level = torch.tensor([4.46144345914945e-04, 4.4822034396929666e-05, 1.2953140071658709e-07,
-                          3.2440745201256505e-08, 1.146642304956913e-02, 9.880424737930298e-01])
+    level = torch.tensor(
+        [
+            4.46144345914945e-04,
+            4.4822034396929666e-05,
+            1.2953140071658709e-07,
+            3.2440745201256505e-08,
+            1.146642304956913e-02,
+            9.880424737930298e-01,
+        ]
+    )
     probs = level.float().expand(1, 20, 6).clone()
     assert rules.best_window(probs).tolist() == [[4.0] * 20]
     assert rules.best_window(probs.double()).tolist() == [[4.0] * 20]

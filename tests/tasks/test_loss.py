@@ -14,8 +14,12 @@ from kokorozoo.tasks.loss import labelled_token_loss, token_losses
 @pytest.fixture(scope="module")
 def task(small_tiny):
     """Float32, LoRA without dropout, and a trained LM head (its gradient goes through the chunks)."""
-    task = ResponseTask(tiny=small_tiny, quantization="none", compute_dtype="float32",
-                        lora={"dropout": 0.0, "modules_to_save": ["lm_head"]})
+    task = ResponseTask(
+        tiny=small_tiny,
+        quantization="none",
+        compute_dtype="float32",
+        lora={"dropout": 0.0, "modules_to_save": ["lm_head"]},
+    )
     task.configure_model()
     return task.eval()
 
@@ -54,7 +58,9 @@ def test_chunked_loss_and_gradients_equal_the_full_logits_ones(task, samples, ch
     reference, reference_count = full_logits_loss(task, batch)
     assert int(count) == int(reference_count) > 50
     torch.testing.assert_close(total, reference, rtol=1e-5, atol=0)
-    assert_same_gradients(gradients(task, lambda: task.summed_loss(batch)), gradients(task, lambda: full_logits_loss(task, batch)))
+    assert_same_gradients(
+        gradients(task, lambda: task.summed_loss(batch)), gradients(task, lambda: full_logits_loss(task, batch))
+    )
 
 
 def test_the_lm_head_never_sees_more_than_one_chunk(task, samples):
@@ -92,7 +98,8 @@ def test_packed_batches_give_the_padded_loss_and_gradients(task, samples, attent
         (total, count), (reference, reference_count) = task.summed_loss(packed), task.summed_loss(padded)
         assert int(count) == int(reference_count)
         torch.testing.assert_close(total, reference, rtol=1e-5, atol=0)
-        assert_same_gradients(gradients(task, lambda: task.summed_loss(packed)),
-                              gradients(task, lambda: task.summed_loss(padded)))
+        assert_same_gradients(
+            gradients(task, lambda: task.summed_loss(packed)), gradients(task, lambda: task.summed_loss(padded))
+        )
     finally:
         task.model.set_attn_implementation("sdpa")

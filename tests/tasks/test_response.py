@@ -15,9 +15,9 @@ from _references import reference_text_metrics
 from kokorozoo.cli import main
 from kokorozoo.data import dialogue_turns
 from kokorozoo.data.batching import pad_samples
+from kokorozoo.data.datamodules import GenerationRequest
 from kokorozoo.data.encoding import dialogue_windows, encode_dialogue, per_turn_samples
 from kokorozoo.tasks import ResponseTask
-from kokorozoo.data.datamodules import GenerationRequest
 from kokorozoo.tasks.base import Task
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,7 +60,17 @@ def test_fit_trains_validates_checkpoints_and_tests(fitted):
     assert "last.ckpt" in checkpoints and any(n.startswith("best-") for n in checkpoints)
     report = json.loads((version / "metrics.json").read_text())
     assert report["turns"] == 4 and report["tokenize"] == "mecab"
-    assert set(report["metrics"]) == {"bleu1", "bleu2", "bleu3", "bleu4", "rouge1", "rouge2", "rougeL", "dist1", "dist2"}
+    assert set(report["metrics"]) == {
+        "bleu1",
+        "bleu2",
+        "bleu3",
+        "bleu4",
+        "rouge1",
+        "rouge2",
+        "rougeL",
+        "dist1",
+        "dist2",
+    }
     rows = [json.loads(line) for line in (version / "generations.jsonl").read_text().splitlines()]
     assert len(rows) == 4
     assert set(rows[0]) == {"dialogue_id", "turn_index", "history_turns", "reference", "generation", "baselines"}
@@ -119,12 +129,17 @@ def test_export_reloads_in_a_fresh_process_with_equal_generations(fitted, tmp_pa
     prompt = encode_dialogue(task.tokenizer, turns).ids[:60]
     with torch.no_grad():
         here = task.model.generate(
-            input_ids=torch.tensor([prompt]), max_new_tokens=12, do_sample=False,
-            pad_token_id=task.tokenizer.pad_token_id, eos_token_id=task.tokenizer.eos_token_id,
+            input_ids=torch.tensor([prompt]),
+            max_new_tokens=12,
+            do_sample=False,
+            pad_token_id=task.tokenizer.pad_token_id,
+            eos_token_id=task.tokenizer.eos_token_id,
         )[0].tolist()
     proc = subprocess.run(
         [sys.executable, "-c", GENERATE, json.dumps({"adapter": str(out), "prompt": prompt})],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == here
     assert len(here) > len(prompt)
@@ -177,7 +192,10 @@ def test_counselor_disjoint_split_keeps_test_counselors_out_of_training(kokoroch
     split = ResponseDataModule(subset="high", split_kind="counselor_disjoint").make_split(kokorochat.dialogues)
     counselors = {part: {d.feedback.counselor_id for d in getattr(split, part)} for part in ("train", "val", "test")}
     assert split.test == random_split.test  # the paper's test dialogues either way
-    assert not counselors["test"] & (counselors["train"] | counselors["val"]) and not counselors["train"] & counselors["val"]
+    assert (
+        not counselors["test"] & (counselors["train"] | counselors["val"])
+        and not counselors["train"] & counselors["val"]
+    )
     assert counselors["test"] & {d.feedback.counselor_id for d in random_split.train}  # which the random split mixes
     with pytest.raises(UsageError, match="split_kind must be one of random, counselor_disjoint"):
         ResponseDataModule(split_kind="client_disjoint")
@@ -188,8 +206,14 @@ def test_counselor_disjoint_split_keeps_test_counselors_out_of_training(kokoroch
 
 #: (generation, reference): Japanese counselor turns with word 4-grams in common, and one with none.
 PAIRS = [
-    ("  お仕事が大変だったのですね。よく頑張ってこられましたね。\n", "お仕事が大変だったのですね。今日はどんなことをお話ししたいですか？"),
-    ("そうなんですね。ご家族とのことで悩んでいらっしゃるのですね。", "ご家族とのことで悩んでいらっしゃるのですね。詳しく教えていただけますか。"),
+    (
+        "  お仕事が大変だったのですね。よく頑張ってこられましたね。\n",
+        "お仕事が大変だったのですね。今日はどんなことをお話ししたいですか？",
+    ),
+    (
+        "そうなんですね。ご家族とのことで悩んでいらっしゃるのですね。",
+        "ご家族とのことで悩んでいらっしゃるのですね。詳しく教えていただけますか。",
+    ),
     ("ありがとうございます。", "お話しくださってありがとうございます。"),
     ("それはつらかったですね。", "明日も来てください。"),
     ("今日はどんなことをお話ししたいですか？", "今日はどんなことをお話ししたいですか？"),
@@ -311,7 +335,9 @@ def test_predict_writes_the_generations_and_no_metrics(tmp_path):
     task.model = torch.nn.Linear(1, 1)
     task.generate_text = lambda prompts, *args: [PAIRS[p[-1] - 3][0] for p in prompts]  # prompt i ends in 3 + i
     requests = response_requests()[:3]
-    returned = trainer(tmp_path).predict(task, datamodule=ResponseData(requests, lambda batch: {"requests": list(batch)}))
+    returned = trainer(tmp_path).predict(
+        task, datamodule=ResponseData(requests, lambda batch: {"requests": list(batch)})
+    )
     rows = read_jsonl(tmp_path / "generations.jsonl")
     assert rows == [row for batch in returned for row in batch] and not (tmp_path / "metrics.json").exists()
     assert [(r["dialogue_id"], r["generation"]) for r in rows] == [(q.dialogue_id, g.strip()) for q, (g, _) in

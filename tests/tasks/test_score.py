@@ -60,8 +60,11 @@ def test_format_and_parse_round_trip():
         ("Ｄ１：３\nＤ２： ４", [3, 4] + [None] * 18),  # full-width
         ("D1: 3\nD1: 3\nD2: 4\nD2: 5", [3, None] + [None] * 18),  # duplicates: equal ok, conflicting invalid
         ("AD1: 3 D12: 4", [None] * 11 + [4] + [None] * 8),  # D must start a label; D12 is not D1
-        ("D1: 3 D2: 4 D3: 5 D4: 0 D5: 1 D6: 2 D7: 3 D8: 4 D9: 5 D10: 0 D11: 1 D12: 2 D13: 3 D14: 4 "
-         "D15: 5 D16: 0 D17: 1 D18: 2 D19: 3 D20: 4<|eot_id|>", GOLD),  # one line works too
+        (
+            "D1: 3 D2: 4 D3: 5 D4: 0 D5: 1 D6: 2 D7: 3 D8: 4 D9: 5 D10: 0 D11: 1 D12: 2 D13: 3 D14: 4 "
+            "D15: 5 D16: 0 D17: 1 D18: 2 D19: 3 D20: 4<|eot_id|>",
+            GOLD,
+        ),  # one line works too
     ],
 )
 def test_parser_never_raises_and_marks_what_is_invalid(text, expected):
@@ -430,7 +433,6 @@ def test_heads_that_learned_nothing_predict_each_items_mode(small_tiny, score_ba
     torch.testing.assert_close(torch.tensor(rows[0]["distribution"]), frequencies, atol=1e-3, rtol=0)
 
 
-
 # -- the test paths in seconds: a real Trainer.test on a tiny in-memory Llama (or stubbed answers) ----
 # Every number of the report and every row of the file against tests/_references.py; the data is
 # chosen so that each rule is exercised: predictions off by 0, 1, 2 and more, invalid answers, a tie
@@ -538,7 +540,9 @@ def test_heads_test_path_reports_what_their_logits_imply(tmp_path, classical_bas
     distributions = np.array([r["distribution"] for r in rows])
     np.testing.assert_allclose(distributions, logits.softmax(-1).numpy(), rtol=0, atol=1e-5)
     assert all("generation" not in r for r in rows)
-    check_sections(report, logged, [("by_rule", "by_rule_", "by_rule", reference_by_rule(np.array(TEST_GOLD), distributions))])
+    check_sections(
+        report, logged, [("by_rule", "by_rule_", "by_rule", reference_by_rule(np.array(TEST_GOLD), distributions))]
+    )
     assert report["rules"]["by_rule"] == OWN_RULE and report["rules"]["metrics"].startswith("argmax")
     [(split, tested)] = classical_baseline  # fitted on the datamodule's split, for the tested dialogues
     assert tested == [f"d{d}" for d in range(6)] and [d.id for d in split.train] == ["d0"]
@@ -592,7 +596,9 @@ def test_heads_read_the_statistics_standardised_on_the_training_part():
         standardised = (np.log1p(STATISTICS.numpy().astype(np.float64)) - logged.mean(0)) / logged.std(0)
         inputs = torch.cat([hidden.last_hidden_state[:, -1], torch.tensor(standardised, dtype=torch.float32)], -1)
         expected = torch.nn.functional.linear(inputs, task.heads.weight, task.heads.bias).view(6, 20, 6)
-        torch.testing.assert_close(task.item_logits(batch["prompt"], batch["statistics"]), expected, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            task.item_logits(batch["prompt"], batch["statistics"]), expected, atol=1e-4, rtol=1e-4
+        )
         predicted, rows = task.infer(batch)
     assert predicted.tolist() == expected.argmax(-1).float().tolist()
     np.testing.assert_allclose([r["distribution"] for r in rows], expected.softmax(-1).numpy(), rtol=0, atol=1e-5)
@@ -625,7 +631,9 @@ def test_constrained_test_path_reports_the_digits_distributions(tmp_path, classi
 
     answer = CharTokenizer()(format_scores(TRAIN_MODES))["input_ids"]  # the form, at the training modes
     assert task.answer_form().ids == answer
-    values = [i for i, c in enumerate(format_scores(TRAIN_MODES)) if c.isdigit() and format_scores(TRAIN_MODES)[i - 1] == " "]
+    values = [
+        i for i, c in enumerate(format_scores(TRAIN_MODES)) if c.isdigit() and format_scores(TRAIN_MODES)[i - 1] == " "
+    ]
     digits = [CharTokenizer.VOCAB[str(level)] for level in range(6)]
     expected = []
     with torch.no_grad():
@@ -638,7 +646,9 @@ def test_constrained_test_path_reports_the_digits_distributions(tmp_path, classi
     np.testing.assert_allclose(distributions, expected.numpy(), rtol=0, atol=1e-5)
     assert [r["predicted"] for r in rows] == expected.argmax(-1).tolist()
     assert all("generation" not in r for r in rows) and report["metrics"]["invalid"] == 0
-    check_sections(report, logged, [("by_rule", "by_rule_", "by_rule", reference_by_rule(np.array(TEST_GOLD), distributions))])
+    check_sections(
+        report, logged, [("by_rule", "by_rule_", "by_rule", reference_by_rule(np.array(TEST_GOLD), distributions))]
+    )
     assert report["rules"]["metrics"].startswith("argmax of the six digits") and report["rules"]["by_rule"] == OWN_RULE
     check_score_report(report, rows, logged, "score")
 
@@ -656,7 +666,8 @@ ANSWERS = [
 
 
 @pytest.mark.parametrize(
-    "accelerator", ["cpu", pytest.param("gpu", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
+    "accelerator",
+    ["cpu", pytest.param("gpu", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))],
 )
 @pytest.mark.mutation
 def test_text_test_path_reports_what_its_answers_parse_to(tmp_path, accelerator, classical_baseline):

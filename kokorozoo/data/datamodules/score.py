@@ -74,8 +74,14 @@ class ScoreDataModule(KokoroChatDataModule):
         **kwargs: see :class:`KokoroChatDataModule`.
     """
 
-    def __init__(self, instruction: str = SCORE_INSTRUCTION, system_prompt: str | None = None,
-                 packing: bool = False, split_kind: Literal["random", "client_disjoint"] = "random", **kwargs):
+    def __init__(
+        self,
+        instruction: str = SCORE_INSTRUCTION,
+        system_prompt: str | None = None,
+        packing: bool = False,
+        split_kind: Literal["random", "client_disjoint"] = "random",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.instruction, self.system_prompt, self.packing = instruction, system_prompt, packing
         check_split_kind(split_kind, SCORE_SPLITS)
@@ -102,8 +108,14 @@ class ScoreDataModule(KokoroChatDataModule):
             )
         ids, labels = encoded.clipped(encoded.ends[answer], self.max_length, [answer])
         answer_length = encoded.ends[answer] - encoded.content_starts[answer]
-        return ScoreSample(dialogue.id, ids, labels, len(ids) - answer_length, list(dialogue.feedback.items),
-                           dialogue_statistics(dialogue))
+        return ScoreSample(
+            dialogue.id,
+            ids,
+            labels,
+            len(ids) - answer_length,
+            list(dialogue.feedback.items),
+            dialogue_statistics(dialogue),
+        )
 
     def training_part(self) -> list[Dialogue]:
         """The whole training part of this seed's split (never cut by ``limit_train``)."""

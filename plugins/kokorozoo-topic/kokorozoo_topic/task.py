@@ -62,8 +62,11 @@ class TopicTask(Task):
         return self(batch["input_ids"], batch["attention_mask"])
 
     def head_description(self) -> dict:
-        return {"reads": "the final hidden state of the dialogue's last token",
-                "logits": f"weight @ hidden + bias, one per topic ({NUM_TOPICS})", "topics": list(TOPICS)}
+        return {
+            "reads": "the final hidden state of the dialogue's last token",
+            "logits": f"weight @ hidden + bias, one per topic ({NUM_TOPICS})",
+            "topics": list(TOPICS),
+        }
 
     # -- training and validation ------------------------------------------------------------
 
