@@ -14,7 +14,7 @@ AMD EPYC with AVX2 kernels 0.61 against 5.84, with AVX512-BF16 0.61 against 0.48
 from __future__ import annotations
 
 import pytest
-import torch
+from _training import train_steps
 
 from kokorozoo.backbone import LoraSettings
 from kokorozoo.backbone.hardware import cpu_has_native_bfloat16, resolve_compute_dtype
@@ -26,19 +26,6 @@ BATCH, MAX_LENGTH, DIALOGUES = 4, 512, 8
 MEDIANS: dict[str, float] = {}
 #: auto's pick may be this much slower than the faster dtype (noise; the two differ by 1.3x to 10x).
 AUTO_SLACK = 1.5
-
-
-def train_steps(task, batches) -> int:
-    """Forward, backward and an AdamW step per batch, as ScoreTask.training_step does."""
-    optimizer = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=1e-4)
-    trained = 0
-    for batch in batches:
-        loss, count = task.loss(batch)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        trained += int(count)
-    return trained
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ benchmarks/RESULTS.md).
 from __future__ import annotations
 
 import pytest
-import torch
+from _training import train_steps
 
 from kokorozoo.backbone import llama3_tokenizer
 from kokorozoo.data.datamodules import ResponseDataModule, ScoreDataModule
@@ -87,25 +87,12 @@ def tiny_task():
     return task
 
 
-def one_epoch(task, batches) -> int:
-    """Forward, backward and an AdamW step per batch, as ScoreTask.training_step does."""
-    optimizer = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=1e-4)
-    trained = 0
-    for batch in batches:
-        loss, count = task.loss(batch)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        trained += int(count)
-    return trained
-
-
 @pytest.mark.parametrize("packing", [False, True], ids=["padded", "packed"])
 def test_tiny_score_epoch(benchmark, kokorochat, tiny_task, packing):
     dm = datamodule(kokorochat, tiny_task.tokenizer, "score", packing, batch_size=4, limit_train=TINY_DIALOGUES)
     dm.setup("fit")
     batches = list(dm.train_dataloader())
-    trained = benchmark.pedantic(one_epoch, args=(tiny_task, batches), rounds=3, iterations=1)
+    trained = benchmark.pedantic(train_steps, args=(tiny_task, batches), rounds=3, iterations=1)
     benchmark.extra_info.update(
         {
             "packing": packing,
