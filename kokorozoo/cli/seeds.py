@@ -31,13 +31,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from kokorozoo.errors import UsageError
-from kokorozoo.evaluation.results import LABELS, format_value, summarize_score_runs
 
 PREFIXES = {"": "", "baseline_": "base ", "classical_": "classical ", "by_rule_": "by rule "}
 PAPER_SEEDS = (0, 1, 2, 3, 4)
 
 
 def header(column: str) -> str:
+    from kokorozoo.evaluation.results import LABELS  # the schema reaches torch: not for --help
+
     prefix = next(p for p in sorted(PREFIXES, key=len, reverse=True) if column.startswith(p))
     return PREFIXES[prefix] + LABELS[column[len(prefix) :]]
 
@@ -58,6 +59,8 @@ def find_metrics(paths: Iterable[str | Path]) -> list[Path]:
 def format_table(result: dict) -> str:
     """The runs and their mean ± std as a fixed-width table (ACC in %, MAE on the 0-5 scale), one
     row a run and a column a figure, headed by the split."""
+    from kokorozoo.evaluation.results import format_value
+
     summary, columns = result["summary"], result["columns"]
     cells = [["seed", *map(header, columns)]]
     for row in result["runs"]:
@@ -110,6 +113,8 @@ def _seeds(args: argparse.Namespace) -> int:
                 failed.append(seed)
         paths = [out / f"seed_{s}" / "metrics.json" for s in args.seeds if s not in failed]
     try:
+        from kokorozoo.evaluation.results import summarize_score_runs
+
         result = summarize_score_runs(find_metrics(paths))
     except (ValueError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
