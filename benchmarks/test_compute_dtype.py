@@ -8,7 +8,7 @@ bfloat16 instructions a bfloat16 step is emulated and several times slower.
 The gate holds on any machine because both sides run here: the dtype ``compute_dtype: auto`` picks
 must be within AUTO_SLACK of the faster one. Measured (seconds a step, float32 against bfloat16):
 AMD EPYC with AVX2 kernels 0.61 against 5.84, with AVX512-BF16 0.61 against 0.48; Intel Xeon
-(AMX) with AVX2 kernels 1.80 against 4.02, with AVX512-BF16/AMX 1.58 against 0.17.
+with AVX2 kernels 1.80 against 4.02, with AVX512-BF16 1.58 against 0.17.
 """
 
 from __future__ import annotations
