@@ -15,9 +15,9 @@ from kokorozoo.data.datamodules import STAGE_PARTS, KokoroChatDataModule, Part
 from kokorozoo.data.dialogue import Turn, dialogue_turns
 from kokorozoo.data.encoding import IGNORE_INDEX, EncodedDialogue, encode_dialogue
 from kokorozoo.data.loader import load_kokorochat
-from kokorozoo.data.records import Dialogue
 from kokorozoo.data.splits import Split, response_split, score_split
 from kokorozoo.progress import progress
+from kokorozoo.records import Dialogue
 from kokorozoo.tasks.base import Task, load_task
 
 __all__ = [

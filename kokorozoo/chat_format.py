@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from kokorozoo.data.records import Role, Turn
+    from kokorozoo.records import Role, Turn
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,10 @@ from kokorozoo.data.loader import (
     load_kokorochat,
     read_dialogue_file,
 )
-from kokorozoo.data.records import (
+from kokorozoo.data.splits import Split, in_subset, response_split, score_split, tokenizer_texts, training_dialogues
+from kokorozoo.data.stats import dataset_stats, format_stats
+from kokorozoo.data.validation import DataError, parse_dialogue
+from kokorozoo.records import (
     FEEDBACK_ITEMS,
     ITEM_MAX,
     ITEM_NAMES,
@@ -27,9 +30,6 @@ from kokorozoo.data.records import (
     Turn,
     Utterance,
 )
-from kokorozoo.data.splits import Split, in_subset, response_split, score_split, tokenizer_texts, training_dialogues
-from kokorozoo.data.stats import dataset_stats, format_stats
-from kokorozoo.data.validation import DataError, parse_dialogue
 
 __all__ = [
     "FEEDBACK_ITEMS",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from kokorozoo.data.records import Dialogue, Role, Turn, Utterance
+from kokorozoo.records import Dialogue, Role, Turn, Utterance
 
 TURN_SEPARATOR = "\n"
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 from kokorozoo.chat_format import CHAT_ROLE, chat_messages, header_ids, render
 from kokorozoo.data.dialogue import Turn, target_turn_indices
-from kokorozoo.data.records import Role
 from kokorozoo.errors import UsageError
+from kokorozoo.records import Role
 
 IGNORE_INDEX = -100
 

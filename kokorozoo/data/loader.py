@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from kokorozoo.data.records import Dialogue
 from kokorozoo.data.validation import DataError, parse_dialogue
+from kokorozoo.records import Dialogue
 
 log = logging.getLogger(__name__)
 

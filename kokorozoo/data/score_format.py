@@ -38,8 +38,8 @@ from dataclasses import dataclass
 
 import torch
 
-from kokorozoo.data.records import FEEDBACK_ITEMS, ITEM_MAX, NUM_ITEMS
 from kokorozoo.errors import UsageError
+from kokorozoo.records import FEEDBACK_ITEMS, ITEM_MAX, NUM_ITEMS
 
 #: The request that follows the dialogue (a user message): predict the client's 20 ratings, in the
 #: answer format, with each item named as the Japanese review form names it.

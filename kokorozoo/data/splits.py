@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from kokorozoo.data.loader import sort_key
-from kokorozoo.data.records import Dialogue
+from kokorozoo.records import Dialogue
 
 ResponseSubset = Literal["low", "high", "full"]
 ScoreSplitKind = Literal["random", "client_disjoint"]

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from kokorozoo.data.dialogue import dialogue_turns, merge_utterances
-from kokorozoo.data.records import SCREENING_FLAGS, Dialogue
+from kokorozoo.records import SCREENING_FLAGS, Dialogue
 
 HISTOGRAM_BIN = 10
 ROLES = ("client", "counselor")

@@ -1,5 +1,5 @@
 """The KokoroChat file format, both ways: one record (a file's JSON, or a hub row) checked field
-by field into a :class:`~kokorozoo.data.records.Dialogue`, or :class:`DataError` naming the file
+by field into a :class:`~kokorozoo.records.Dialogue`, or :class:`DataError` naming the file
 and the field; and a dialogue written back as the release spells it."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from kokorozoo.data.records import (
+from kokorozoo.records import (
     FEEDBACK_ITEMS,
     ITEM_MAX,
     ITEM_NAMES,

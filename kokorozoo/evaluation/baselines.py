@@ -40,7 +40,6 @@ from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from kokorozoo.data.dialogue import dialogue_turns
-from kokorozoo.data.records import ITEM_MAX, NUM_ITEMS, Dialogue
 from kokorozoo.data.splits import ScoreSplitKind, Split, score_split
 from kokorozoo.data.stats import ROLES, STATISTICS, dialogue_statistics
 from kokorozoo.evaluation.results import summarize_rows
@@ -48,6 +47,7 @@ from kokorozoo.metrics.rules import METRIC_RULES, distribution_metrics, rule_fig
 from kokorozoo.metrics.scores import constant_predictions, item_modes
 from kokorozoo.metrics.text import text_metrics
 from kokorozoo.progress import progress
+from kokorozoo.records import ITEM_MAX, NUM_ITEMS, Dialogue
 
 NUM_LEVELS = ITEM_MAX + 1
 #: Bump when the model changes, so cached distributions of an older model are not reused.

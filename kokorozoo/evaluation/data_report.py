@@ -25,9 +25,9 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from kokorozoo.data import Dialogue, load_kokorochat
-from kokorozoo.data.records import SCORE_MAX
 from kokorozoo.evaluation.reports import Page, item_title, new_figure, spearman
 from kokorozoo.progress import progress
+from kokorozoo.records import SCORE_MAX
 
 DATA_FILE = "data_report.json"
 #: Figure 3: the paper's mean and median total score, and the decimals it gives them to.

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kokorozoo.data.records import ITEM_NAMES
 from kokorozoo.metrics.scores import BY_RULE, MODEL, SCORE_METRICS
 from kokorozoo.metrics.text import TEXT_METRICS
+from kokorozoo.records import ITEM_NAMES
 
 METRICS_FILE = "metrics.json"
 #: Baselines written at the top level of ``metrics.json`` (the score tasks' layout); the others go

@@ -15,9 +15,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
-from kokorozoo.data.records import ITEM_NAMES
 from kokorozoo.interactive.models import Rater, Speaker
 from kokorozoo.interactive.sessions import CHAT_TOPIC, OPENING, Session, total, turn_lines
+from kokorozoo.records import ITEM_NAMES
 
 CLIENT_PROMPT, COUNSELOR_PROMPT = "client> ", "counselor> "
 COMMANDS = "/reset (start over), /save FILE (write the session as a KokoroChat JSON file), /quit, /help"

@@ -21,9 +21,9 @@ from kokorozoo.chat_format import stop_token_ids
 from kokorozoo.data.datamodules import ResponseDataModule, ScoreDataModule
 from kokorozoo.data.dialogue import Turn
 from kokorozoo.data.encoding import next_turn_prompt
-from kokorozoo.data.records import Dialogue, Role
 from kokorozoo.errors import UsageError
 from kokorozoo.generation import PromptCache, generate_continuing, generate_padded, shared_prefix_supported
+from kokorozoo.records import Dialogue, Role
 from kokorozoo.tasks.base import CHECKPOINT_KEY, EXPORT_INFO, Task, load_task, read_checkpoint, task_class
 
 log = logging.getLogger(__name__)

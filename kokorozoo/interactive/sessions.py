@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kokorozoo.data.dialogue import Turn, merge_utterances
-from kokorozoo.data.records import ITEM_NAMES, NUM_ITEMS, Dialogue, Feedback, Role, Topic, Utterance
 from kokorozoo.data.validation import dialogue_record
+from kokorozoo.records import ITEM_NAMES, NUM_ITEMS, Dialogue, Feedback, Role, Topic, Utterance
 
 if TYPE_CHECKING:
     from kokorozoo.generation import PromptCache

@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from kokorozoo.data.dialogue import merge_utterances
-from kokorozoo.data.records import ITEM_NAMES, Dialogue
 from kokorozoo.data.splits import response_split
 from kokorozoo.errors import UsageError
 from kokorozoo.interactive.models import Rater, Speaker
 from kokorozoo.interactive.sessions import Session, closes, total
+from kokorozoo.records import ITEM_NAMES, Dialogue
 
 TURN_INTERVAL = timedelta(seconds=30)
 SESSIONS_FOLDER = "kokorochat_dialogues"

@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from kokorozoo.data.records import ITEM_MAX, NUM_ITEMS
 from kokorozoo.metrics.scores import score_metrics
+from kokorozoo.records import ITEM_MAX, NUM_ITEMS
 
 #: The rule that is optimal (in expectation under the predicted distribution) for each metric.
 METRIC_RULES: dict[str, str] = {"acc": "argmax", "acc_soft": "best_window", "mae": "median"}

@@ -1,6 +1,6 @@
 """Score-prediction metrics over the 20 feedback items: ACC, ACC_soft, MAE, and the mode baseline.
 
-Predictions are a float ``Tensor[N, 20]`` (items in :data:`~kokorozoo.data.records.ITEM_NAMES`
+Predictions are a float ``Tensor[N, 20]`` (items in :data:`~kokorozoo.records.ITEM_NAMES`
 order), targets the gold 0-5 scores. A prediction can be invalid (the model's text answer could
 not be parsed, or an item was missing from it): mark an entry with NaN, or a whole row with
 ``valid=False``. Invalid entries are never dropped, since dropping them would reward a model for
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric, MetricCollection
 
-from kokorozoo.data.records import ITEM_MAX, NUM_ITEMS
+from kokorozoo.records import ITEM_MAX, NUM_ITEMS
 
 
 def _check_scores(name: str, x: Tensor) -> Tensor:

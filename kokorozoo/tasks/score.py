@@ -49,7 +49,6 @@ from torch import Tensor, nn
 from kokorozoo.backbone import Backbone
 from kokorozoo.data.batching import unpadded
 from kokorozoo.data.datamodules import KokoroChatDataModule
-from kokorozoo.data.records import ITEM_MAX, ITEM_NAMES, NUM_ITEMS
 from kokorozoo.data.score_format import AnswerForm, answer_form, parse_scores
 from kokorozoo.data.stats import STATISTICS
 from kokorozoo.errors import UsageError
@@ -63,6 +62,7 @@ from kokorozoo.metrics import (
 )
 from kokorozoo.metrics.rules import METRIC_RULES
 from kokorozoo.metrics.scores import BY_RULE, MODEL
+from kokorozoo.records import ITEM_MAX, ITEM_NAMES, NUM_ITEMS
 from kokorozoo.tasks.base import Task
 
 __all__ = ["ScoreHeadsTask", "ScoreTask"]

@@ -29,10 +29,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils.extmath import randomized_svd
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from kokorozoo.cli import main
 from kokorozoo.data import response_split
 from kokorozoo.data.dialogue import dialogue_turns
-from kokorozoo.data.records import Dialogue, Feedback, Topic, Utterance
 from kokorozoo.data.splits import Split, score_split
 from kokorozoo.data.stats import STATISTICS, dialogue_statistics
 from kokorozoo.evaluation import baselines
@@ -49,6 +47,7 @@ from kokorozoo.evaluation.baselines import (
     score_targets,
 )
 from kokorozoo.metrics.rules import METRIC_RULES, distribution_metrics, score_figures
+from kokorozoo.records import Dialogue, Feedback, Topic, Utterance
 
 T0 = datetime(2024, 1, 1, 10, 0)
 
@@ -899,37 +898,3 @@ def test_retrieval_returns_training_counselor_turns(response_data):
     turns = dialogue_turns(own)
     turn = next(i for i, t in enumerate(turns) if t.role == "counselor" and i and len(turns[i - 1].text) > 40)
     assert response_baselines(train, [(own, turn)])["retrieval"] == [turns[turn].text]
-
-
-@pytest.fixture
-def small_root(kokorochat_root, tmp_path):
-    """A KokoroChat folder of 400 real dialogues (links, not copies)."""
-    root = tmp_path / "kokorochat_dialogues"
-    root.mkdir()
-    for path in sorted(kokorochat_root.glob("*.json"))[:400]:
-        (root / path.name).symlink_to(path)
-    return root
-
-
-def test_cli_json(capsys, small_root):
-    assert main(["baseline", "score", "--seeds", "0", "--json", "--root", str(small_root)]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert {"split", "seeds", "rules", "runs", "mean", "std", "argmax", "mode_baseline", "seconds"} <= set(result)
-    assert result["split"] == "random" and result["seeds"] == [0] and len(result["runs"]) == 1
-    for stat in ("mean", "std"):
-        assert set(result[stat]) == {"acc", "acc_soft", "mae"}
-        assert set(result["mode_baseline"][stat]) == {"acc", "acc_soft", "mae"}
-    assert {"seed", "acc", "acc_soft", "mae", "argmax", "mode_baseline", "sizes"} <= set(result["runs"][0])
-    assert all(key == key.lower() and " " not in key for key in result)
-
-
-def test_cli_table_client_disjoint(capsys, small_root):
-    assert main(["baseline", "score", "--seeds", "3", "--split", "client_disjoint", "--root", str(small_root)]) == 0
-    out = capsys.readouterr().out
-    assert "client_disjoint" in out and "mean ± std" in out and "ACC_soft" in out and "best_window" in out
-
-
-def test_cli_unknown_split_is_one_line(capsys):
-    assert main(["baseline", "score", "--split", "bogus"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["kokorozoo: error: unknown split 'bogus': expected random or client_disjoint"]

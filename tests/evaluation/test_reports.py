@@ -335,18 +335,3 @@ def test_cli_report_defaults_refusals_and_errors(response_runs, tmp_path, capsys
     assert main(["report", str(tmp_path / "empty"), "--out", str(tmp_path / "r3")]) == 2  # e.g. a plugin's rows
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "not the rows of a score test run" in err
-
-
-def test_progress_is_silent_off_a_terminal_and_a_bar_on_one(monkeypatch):
-    import io
-
-    from kokorozoo.progress import progress
-
-    items = [1, 2, 3]
-    assert progress(items, "off a terminal") is items  # logs get nothing
-    terminal = io.StringIO()
-    terminal.isatty = lambda: True
-    monkeypatch.setattr("sys.stderr", terminal)
-    assert list(progress(items, "on a terminal", unit="run")) == items
-    shown = terminal.getvalue()
-    assert "on a terminal" in shown and "3/3" in shown and "run/s" in shown and "<" in shown  # rate, time left

@@ -8,8 +8,8 @@ import pytest
 
 from kokorozoo.cli import main
 from kokorozoo.data import dialogue_turns, load_kokorochat, read_dialogue_file
-from kokorozoo.data.records import ITEM_NAMES
 from kokorozoo.interactive.sessions import OPENING
+from kokorozoo.records import ITEM_NAMES
 
 
 def chat(monkeypatch, capsys, *args, lines):

@@ -12,8 +12,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from _kokoro_pairs import response_pairs
 
-from kokorozoo.data.records import NUM_ITEMS
 from kokorozoo.metrics import Distinct, score_metrics, text_metrics
+from kokorozoo.records import NUM_ITEMS
 
 WORLD = 2
 TEXT_PAIRS = 120

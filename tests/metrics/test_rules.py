@@ -2,8 +2,9 @@
 
 import pytest
 import torch
+from _cases import NAN
 
-from kokorozoo.metrics import METRIC_RULES, distribution_metrics, rule_predictions, score_figures
+from kokorozoo.metrics import METRIC_RULES, distribution_metrics, rule_predictions, rules, score_figures
 from kokorozoo.metrics.rules import argmax, best_window, median, window_mass
 
 pytestmark = pytest.mark.mutation  # fast enough to run per mutant
@@ -78,3 +79,41 @@ def test_distribution_metrics_under_own_rules_and_argmax():
 def test_bad_distributions_are_refused(bad):
     with pytest.raises(ValueError):
         rule_predictions(bad)
+
+
+# -- checks -------------------------------------------------------------------------------
+
+
+def test_rules_refuse_what_is_not_a_distribution():
+    with pytest.raises(ValueError, match=r"^probs must have shape \[N, 20, 6\], got \(2, 20, 5\)$"):
+        rules.argmax(torch.ones(2, 20, 5))
+    for bad in (torch.full((1, 20, 6), NAN), torch.full((1, 20, 6), -0.1)):
+        with pytest.raises(ValueError, match="^probs must be non-negative and not NaN$"):
+            rules.median(bad)
+
+
+def test_median_reaches_half_up_to_the_rounding_tolerance():
+    probs = torch.zeros(1, 20, 6, dtype=torch.float64)
+    probs[..., 0] = 0.5 - 1e-9  # half, short by exactly the tolerance: level 0 is a median
+    probs[..., 3] = 0.5 + 1e-9
+    assert rules.median(probs).tolist() == [[0.0] * 20]
+    probs[..., 0], probs[..., 3] = 0.5 - 1e-8, 0.5 + 1e-8  # short by more: it is not
+    assert rules.median(probs).tolist() == [[3.0] * 20]
+
+
+def test_rules_decide_in_float64():
+    """A softmax in float32: the window 3..5 outweighs 4..5 by 3e-8, which float32 sums lose
+    (computed in float32 the two tie and the centre rule picks 5)."""
+    level = torch.tensor(
+        [
+            4.46144345914945e-04,
+            4.4822034396929666e-05,
+            1.2953140071658709e-07,
+            3.2440745201256505e-08,
+            1.146642304956913e-02,
+            9.880424737930298e-01,
+        ]
+    )
+    probs = level.float().expand(1, 20, 6).clone()
+    assert rules.best_window(probs).tolist() == [[4.0] * 20]
+    assert rules.best_window(probs.double()).tolist() == [[4.0] * 20]

@@ -19,12 +19,12 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from kokorozoo.data.loader import KokoroChat, OnError, load_kokorochat
-from kokorozoo.data.records import Dialogue
 from kokorozoo.data.sampling import EpochSampler, ResumableBatchSampler
 from kokorozoo.data.splits import Split
 from kokorozoo.data.validation import DataError
 from kokorozoo.errors import UsageError
 from kokorozoo.progress import progress
+from kokorozoo.records import Dialogue
 
 Part = Literal["train", "val", "test"]
 #: The parts each Lightning stage reads (``predict`` reads the test part).

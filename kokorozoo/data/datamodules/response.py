@@ -12,9 +12,9 @@ from kokorozoo.data.batching import batch_samples
 from kokorozoo.data.datamodules.base import KokoroChatDataModule, Part, check_split_kind
 from kokorozoo.data.dialogue import dialogue_turns
 from kokorozoo.data.encoding import dialogue_windows, encode_dialogue, generation_prompt, per_turn_samples
-from kokorozoo.data.records import Dialogue, Role
 from kokorozoo.data.splits import RESPONSE_SPLITS, Split, response_split
 from kokorozoo.progress import progress
+from kokorozoo.records import Dialogue, Role
 
 
 @dataclass  # not frozen: Lightning walks batches and rebuilds dataclasses when moving them to a device

@@ -12,11 +12,11 @@ from kokorozoo.data.batching import batch_samples, pad_ids
 from kokorozoo.data.datamodules.base import KokoroChatDataModule, Part, check_split_kind
 from kokorozoo.data.dialogue import dialogue_turns
 from kokorozoo.data.encoding import encode_dialogue
-from kokorozoo.data.records import Dialogue, Turn
 from kokorozoo.data.score_format import SCORE_INSTRUCTION, format_scores
 from kokorozoo.data.splits import SCORE_SPLITS, Split, score_split
 from kokorozoo.data.stats import dialogue_statistics
 from kokorozoo.errors import UsageError
+from kokorozoo.records import Dialogue, Turn
 
 
 @dataclass

@@ -33,7 +33,7 @@ from kokorozoo.data.loader import read_dialogue_file
 
 bnb = pytest.importorskip("bitsandbytes")
 
-DIALOGUES = Path(__file__).resolve().parents[2] / "shared" / "kokorochat" / "kokorochat_dialogues"
+DIALOGUES = Path(__file__).resolve().parents[3] / "shared" / "kokorochat" / "kokorochat_dialogues"
 SMALL = TinyConfig(
     vocab_size=2000,
     hidden_size=64,

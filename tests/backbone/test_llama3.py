@@ -24,7 +24,7 @@ from kokorozoo.data.encoding import IGNORE_INDEX, dialogue_windows, encode_dialo
 from kokorozoo.tasks import ResponseTask
 from kokorozoo.tasks.loss import token_losses
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 #: Narrow for unit tests; everything but the width is Swallow-8B's.
 NARROW = {"num_layers": 2, "hidden_size": 64, "intermediate_size": 128, "num_heads": 4, "num_kv_heads": 2}
 #: The special tokens by their real Llama-3 ids.

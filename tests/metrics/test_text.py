@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 import sacrebleu
 import torch
+from _cases import PAIRS
 from _kokoro_pairs import response_pairs
+from _references import reference_text_metrics
 from rouge_score.rouge_scorer import RougeScorer
 
 from kokorozoo.metrics import BLEU, ROUGE, TOKENIZE_MODES, Distinct, text_metrics, tokenize_ja
@@ -192,3 +194,90 @@ def test_text_metrics_builds_the_paper_set():
     single.update(preds[:20], refs[:20])
     assert values["bleu2"].item() == pytest.approx(single.compute().item(), abs=1e-12)
     assert "tokenize='char'" in repr(metrics)
+
+
+# -- text ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["mecab", "char", "none"])
+def test_text_metrics_are_the_papers_set_on_one_tokenization(mode):
+    preds, refs = [p for p, _ in PAIRS], [r for _, r in PAIRS]
+    if mode == "none":
+        preds, refs = [" ".join(p) for p in preds], [" ".join(r) for r in refs]  # characters, spaced
+    metrics = text_metrics(mode)
+    assert set(metrics.keys()) == {"bleu1", "bleu2", "bleu3", "bleu4", "rouge1", "rouge2", "rougeL", "dist1", "dist2"}
+    assert all(m.tokenize == mode for m in metrics.values())
+    metrics.update(preds[:2], refs[:2])
+    metrics.update(preds[2:], refs[2:])
+    values = {k: v.item() for k, v in metrics.compute().items()}
+    expected = reference_text_metrics(preds, refs, mode)
+    assert len({round(expected[f"bleu{n}"], 6) for n in range(1, 5)}) == 4 and expected["bleu4"] > 0
+    for key, value in expected.items():
+        assert values[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_text_metrics_stay_apart_when_their_states_first_agree():
+    """A first batch with nothing in common gives every ROUGE and BLEU the same (zero) state."""
+    metrics = text_metrics("char")
+    metrics.update(["あ"], ["い"])
+    metrics.update([PAIRS[0][0]], [PAIRS[0][1]])
+    values = metrics.compute()
+    assert values["rouge1"] > values["rouge2"] > 0 and values["bleu1"] > values["bleu2"] > 0
+    assert values["dist1"] != values["dist2"]
+
+
+def test_text_metric_arguments_are_checked_and_shown():
+    for bad in (0, -1, 2.0, "2"):
+        with pytest.raises(ValueError, match=f"n_gram must be a positive integer, got {bad!r}"):
+            BLEU(bad)
+        with pytest.raises(ValueError, match=f"n must be a positive integer, got {bad!r}"):
+            Distinct(bad)
+    with pytest.raises(ValueError, match=r"tokenize must be one of \['char', 'mecab', 'none'\], got 'words'"):
+        ROUGE("1", tokenize="words")
+    with pytest.raises(ValueError, match=r"variant must be one of \('1', '2', 'L'\), got '3'"):
+        ROUGE(3)
+    assert ROUGE(1).variant == "1"  # given as a number, as a config may
+    assert BLEU(3, "char").extra_repr() == "n_gram=3, tokenize='char'"
+    assert ROUGE("2", "none").extra_repr() == "variant='2', tokenize='none'"
+    assert Distinct(2, "char").extra_repr() == "n=2, tokenize='char'"
+    with pytest.raises(TypeError, match="preds must be a list of strings"):
+        Distinct(1).update("あいう")
+    with pytest.raises(TypeError, match="not single strings"):
+        BLEU(1).update(["あ"], "あ")
+    with pytest.raises(ValueError, match="2 predictions but 1 targets"):
+        ROUGE().update(["あ", "い"], ["あ"])
+
+
+def test_text_states_are_exact_counts():
+    bleu, rouge, distinct = BLEU(4, "char"), ROUGE("L", "char"), Distinct(2, "char")
+    for metric in (bleu, rouge, distinct):
+        metric.update([p for p, _ in PAIRS], [r for _, r in PAIRS])
+    assert {bleu.matches.dtype, bleu.ngrams.dtype, bleu.pred_len.dtype, bleu.target_len.dtype} == {torch.long}
+    assert rouge.fmeasure_sum.dtype == torch.float64 and rouge.count.dtype == torch.long and int(rouge.count) == 5
+    hyp = [[c for c in p if not c.isspace()] for p, _ in PAIRS]
+    assert bleu.pred_len.item() == sum(map(len, hyp)) and bleu.ngrams.tolist() == [
+        sum(max(len(h) - n + 1, 0) for h in hyp) for n in range(1, 5)
+    ]
+    assert int(distinct.total) == sum(len(h) - 1 for h in hyp) and distinct.ids[0].dtype == torch.long
+    assert bleu.compute().dtype == rouge.compute().dtype == distinct.compute().dtype == torch.float64
+
+
+@pytest.mark.filterwarnings("ignore:The ``compute`` method of metric")
+def test_empty_text_metrics_are_zero():
+    assert ROUGE("1").compute().item() == 0.0 and Distinct(1).compute().item() == 0.0
+    empty = Distinct(1)
+    empty.update([""])
+    assert empty.compute().item() == 0.0 and int(empty.total) == 0
+
+
+def test_distinct_over_an_empty_batch_keeps_its_ids_exact():
+    """64-bit n-gram ids: an empty first batch must not turn the concatenated ids into floats."""
+    texts = [p for p, _ in PAIRS]
+    for n in (1, 2):
+        metric = Distinct(n, "char")
+        metric.update([""])
+        metric.update([])
+        metric.update(texts)
+        assert metric.compute().item() == pytest.approx(
+            reference_text_metrics(texts, texts, "char")[f"dist{n}"], abs=1e-9
+        )
