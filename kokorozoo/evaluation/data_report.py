@@ -25,7 +25,8 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from kokorozoo.data import Dialogue, load_kokorochat
-from kokorozoo.evaluation.reports import Page, item_title, new_figure, spearman
+from kokorozoo.evaluation.reports.page import Page, new_figure
+from kokorozoo.evaluation.reports.score import item_title, spearman
 from kokorozoo.progress import progress
 from kokorozoo.records import SCORE_MAX
 
@@ -184,9 +185,7 @@ def _item_correlations(page: Page, figures: dict) -> None:
         "the matrix as a heat map; kokorozoo holds no stated values of it to compare with."
     )
     rows = [[f"D{i + 1}", *(f"{v:.2f}" for v in row)] for i, row in enumerate(matrix)]
-    page.raw("<details><summary>The matrix as numbers</summary>")
-    page.table(["", *(f"D{i + 1}" for i in range(n))], rows)
-    page.raw("</details>")
+    page.table(["", *(f"D{i + 1}" for i in range(n))], rows, folded="The matrix as numbers")
 
 
 def build_data_report(root: str | os.PathLike | None = None, out: str | os.PathLike = "reports/data") -> Path:
