@@ -1,6 +1,7 @@
 """What a task plugin may import: the one stable surface of kokorozoo for code outside it.
 
-A plugin is a task (:class:`Task`: its steps and its metrics) and usually a datamodule
+A plugin is a task (:class:`Task`: its steps and its metrics; :class:`ClassificationTask` when it
+labels whole dialogues, which leaves it only its labels to name) and usually a datamodule
 (:class:`KokoroChatDataModule`: a split, a sample per dialogue, a collate); both get everything
 else from their base classes (the backbone, optimizer, checkpoints, output files and export; the
 data, setup and loaders). The data helpers below are the ones the core tasks use, so a plugin
@@ -19,11 +20,13 @@ from kokorozoo.data.splits import Split, response_split, score_split
 from kokorozoo.progress import progress
 from kokorozoo.records import Dialogue
 from kokorozoo.tasks.base import Task, load_task
+from kokorozoo.tasks.classification import ClassificationTask, classification_metrics
 
 __all__ = [
     "IGNORE_INDEX",
     "STAGE_PARTS",
     "Backbone",
+    "ClassificationTask",
     "Dialogue",
     "EncodedDialogue",
     "KokoroChatDataModule",
@@ -32,6 +35,7 @@ __all__ = [
     "Task",
     "Turn",
     "chat_messages",
+    "classification_metrics",
     "dialogue_turns",
     "encode_dialogue",
     "load_kokorochat",

@@ -107,6 +107,16 @@ class Result:
             rows[BY_RULE] = self.by_rule
         return {name: {k: v for k, v in row.items() if is_number(v)} for name, row in rows.items()}
 
+    def logged_figures(self) -> dict[str, float]:
+        """Every figure under the name trackers show it by, one scheme for every task:
+        ``test_<metric>`` for the model, ``test_<system>_<metric>`` for a baseline or the model
+        by rule (``test_acc``, ``test_bleu1``, ``test_baseline_acc``, ``test_by_rule_mae``)."""
+        return {
+            f"test_{metric}" if system == MODEL else f"test_{system}_{metric}": float(value)
+            for system, row in self.systems().items()
+            for metric, value in row.items()
+        }
+
     @property
     def size(self) -> int | None:
         return self.dialogues if self.dialogues is not None else self.turns

@@ -8,7 +8,9 @@ the writer keeps them, and at the end of the epoch:
   part (see :mod:`kokorozoo.data.sampling`), so this is the single-process order;
 - asks the task for the model's figures (:meth:`~kokorozoo.tasks.base.Task.test_figures`) and
   adds the baselines (:func:`~kokorozoo.evaluation.baselines.run_baselines`, fit on the
-  datamodule's whole split), logging each baseline's figures as ``<name>_<metric>``;
+  datamodule's whole split), and logs every figure to the trainer's loggers under one naming
+  scheme (:meth:`~kokorozoo.evaluation.results.Result.logged_figures`: ``test_acc``,
+  ``test_baseline_acc``, ``test_bleu1``);
 - writes the task's ``predictions_file`` (one row a prediction) and ``metrics.json`` (a
   :class:`~kokorozoo.evaluation.results.Result`) into ``model.init_args.output_dir``, or the
   run's log folder; only the first process writes.
@@ -25,7 +27,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from kokorozoo.data.datamodules import KokoroChatDataModule
-from kokorozoo.evaluation.results import METRICS_FILE, Result, is_number, write_result
+from kokorozoo.evaluation.results import METRICS_FILE, Result, write_result
 from kokorozoo.tasks.base import Task
 
 
@@ -67,8 +69,8 @@ class ResultWriter(Callback):
 
 
 def evaluate(trainer: Trainer, task: Task, rows: list[dict]) -> Result:
-    """The run's result: the task's figures, then the baselines beside them (logged, and their
-    answers written into ``rows``), the split, the seed and the checkpoint."""
+    """The run's result: the task's figures, then the baselines beside them (their answers written
+    into ``rows``), the split, the seed and the checkpoint; every figure is logged."""
     from kokorozoo.evaluation.baselines import run_baselines  # scikit-learn: only when a test ends
 
     figures = dict(task.test_figures(rows))
@@ -81,7 +83,6 @@ def evaluate(trainer: Trainer, task: Task, rows: list[dict]) -> Result:
         if columns := section.pop("per_item", None):
             per_item[name] = columns
         result.baselines[name] = section
-        task.log_dict({f"{name}_{k}": float(v) for k, v in section.items() if is_number(v)})
     result.rules = {**result.rules, **baselines.rules}
     result.per_item = per_item
     for key, values in baselines.row_fields.items():
@@ -93,6 +94,7 @@ def evaluate(trainer: Trainer, task: Task, rows: list[dict]) -> Result:
             result.seed = datamodule.seed
     result.checkpoint = trainer.ckpt_path
     result.zero_shot = task.zero_shot
+    task.log_dict(result.logged_figures())
     return result
 
 

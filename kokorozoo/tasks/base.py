@@ -305,7 +305,7 @@ class Task(LightningModule):
     def test_figures(self, rows: list[dict]) -> dict[str, Any]:
         """The model's test figures once every batch is in (``rows``: every process's, in order):
         the fields of :class:`kokorozoo.evaluation.results.Result` the task knows (``task``,
-        ``metrics``, ``dialogues`` or ``turns``, ...), logged and the metrics reset."""
+        ``metrics``, ``dialogues`` or ``turns``, ...), the metrics reset. The writer logs them."""
         raise NotImplementedError
 
     def score_constant(self, labels: torch.Tensor, rows: list[dict]) -> dict[str, Any] | None:

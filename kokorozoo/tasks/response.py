@@ -94,5 +94,4 @@ class ResponseTask(Task):
         """BLEU, ROUGE and Distinct of the generations, on the tokenization it names."""
         values = {name: float(value) for name, value in self.test_metrics.compute().items()}
         self.test_metrics.reset()
-        self.log_dict(values)
         return {"task": "response", "turns": len(rows), "tokenize": self.hparams.metrics_tokenize, "metrics": values}

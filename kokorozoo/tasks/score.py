@@ -12,9 +12,9 @@ then an instruction naming the 20 items in Japanese, rendered by the one chat te
 and per item; an invalid item counts as wrong and as an error of 5, and the invalid count is
 reported. Beside them, always, the constant baseline: each item's mode on this seed's whole
 training part (scored here, :meth:`_ScoreTask.score_constant`; chosen and written by the
-evaluation layer, :mod:`kokorozoo.evaluation.writer`, with the non-neural baseline). Test logs
-``test_acc``, ``test_acc_soft``, ``test_mae``, ``test_invalid`` (the writer adds
-``baseline_acc`` ...), and its rows (per dialogue: id, gold, predicted with null for invalid, and
+evaluation layer, :mod:`kokorozoo.evaluation.writer`, with the non-neural baseline). A test's
+figures are logged by the writer as ``test_acc``, ``test_acc_soft``, ``test_mae``,
+``test_invalid``, ``test_baseline_acc`` ..., and its rows (per dialogue: id, gold, predicted with null for invalid, and
 the raw generation for the text variant) go to ``predictions.jsonl``. Validation computes the same
 metrics; the best checkpoint is the one with the highest ``val_acc``, as in the paper.
 
@@ -148,13 +148,11 @@ class _ScoreTask(Task):
         model = summary(self.test_metrics)
         per_item = {MODEL: {k: self.test_metrics[k].per_item().tolist() for k in SCORE_METRICS}}
         self.test_metrics.reset()
-        self.log_dict({f"test_{k}": float(v) for k, v in model.items()})
         figures = {"task": self.task_name, "dialogues": len(rows), "metrics": model, "rules": {"metrics": self.rule}}
         if rows and "distribution" in rows[0]:
             gold = torch.tensor([r["gold"] for r in rows], dtype=torch.long)
             by_rule = rule_figures(torch.tensor([r["distribution"] for r in rows]), gold)
             per_item[BY_RULE] = by_rule.pop("per_item")
-            self.log_dict({f"{BY_RULE}_{k}": float(v) for k, v in by_rule.items()})
             figures.update(by_rule=by_rule, rules={**figures["rules"], BY_RULE: dict(METRIC_RULES)})
         return {**figures, "per_item": per_item}
 

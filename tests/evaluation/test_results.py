@@ -65,6 +65,17 @@ def test_systems_are_the_model_every_baseline_and_the_model_by_rule():
     assert (response.size, response.tokenize, response.zero_shot, response.seed) == (5, "char", True, None)
 
 
+def test_every_task_logs_its_figures_under_one_scheme():
+    assert Result.from_json(RESPONSE).logged_figures() == {
+        "test_bleu1": 20.0, "test_dist1": 3.0, "test_copy_previous_bleu1": 10.0, "test_copy_previous_dist1": 1.0,
+        "test_retrieval_bleu1": 12.0, "test_retrieval_dist1": 2.0,
+    }  # fmt: skip
+    logged = Result.from_json(SCORE).logged_figures()
+    assert logged["test_acc"] == 35.0 and logged["test_invalid"] == 0.0 and logged["test_baseline_mae"] == 0.905
+    assert logged["test_by_rule_acc_soft"] == 85.0 and logged["test_classical_acc"] == 39.0
+    assert not any("modes" in k for k in logged) and len(logged) == 4 + 3 + 3 + 3
+
+
 def test_per_item_columns_by_system():
     per_item = Result.from_json(SCORE).per_item
     assert per_item["model"]["acc"] == list(range(20)) and per_item["model"]["acc_soft"] == [2.0 * i for i in range(20)]
@@ -76,7 +87,7 @@ def test_per_item_columns_by_system():
 
 
 def test_a_task_of_its_own_keeps_its_sections():
-    topic = {"task": "topic", "seed": 0, "split": "random", "dialogues": 6, "metrics": {"test_acc": 0.5},
+    topic = {"task": "topic", "seed": 0, "split": "random", "dialogues": 6, "metrics": {"acc": 0.5},
              "baseline": {"predicts": "Others", "acc": 0.2}, "rules": {"baseline": "the most frequent label"},
              "per_topic_f1": {"Others": 0.1}, "checkpoint": None}  # fmt: skip
     result = Result.from_json(topic)

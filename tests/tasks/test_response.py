@@ -54,6 +54,7 @@ def test_fit_trains_validates_checkpoints_and_tests(fitted):
     metrics = (version / "metrics.csv").read_text().splitlines()
     header = metrics[0].split(",")
     assert "val_loss" in header and "train_loss" in header
+    assert {"test_bleu1", "test_dist2", "test_retrieval_bleu1"} <= set(header) and "bleu1" not in header  # one scheme
     val_rows = [r for r in metrics[1:] if r.split(",")[header.index("val_loss")]]
     assert len(val_rows) >= 2  # validation between training steps, on the 4-bit model
     checkpoints = {p.name for p in (version / "checkpoints").iterdir()}
@@ -278,7 +279,7 @@ def test_response_test_path_reports_what_its_generations_score(tmp_path, tokeniz
     assert set(report["metrics"]) == set(expected)
     for key, value in expected.items():
         assert report["metrics"][key] == pytest.approx(value, abs=TOL), key
-        assert logged[key] == pytest.approx(value, abs=1e-4), key  # logged as float32
+        assert logged[f"test_{key}"] == pytest.approx(value, abs=1e-4), key  # logged as float32
     assert expected["bleu4"] > 0 and expected["bleu3"] != expected["bleu4"]
     # the baselines, scored the same way on the same references
     assert asked == [(["r0"], [(r.dialogue_id, r.turn_index) for r in requests])]
@@ -287,7 +288,7 @@ def test_response_test_path_reports_what_its_generations_score(tmp_path, tokeniz
         expected = reference_text_metrics(texts, [r.reference for r in requests], tokenize)
         for key, value in expected.items():
             assert report["baselines"][name][key] == pytest.approx(value, abs=TOL), (name, key)
-            assert logged[f"{name}_{key}"] == pytest.approx(value, abs=1e-4), (name, key)
+            assert logged[f"test_{name}_{key}"] == pytest.approx(value, abs=1e-4), (name, key)
 
 
 @pytest.mark.mutation

@@ -156,7 +156,15 @@ def check_outputs(version, task_name):
 
 
 #: What the final test table shows: the model and, beside it, the baseline.
-SUMMARY = ("test_acc", "test_acc_soft", "test_mae", "test_invalid", "baseline_acc", "baseline_acc_soft", "baseline_mae")
+SUMMARY = (
+    "test_acc",
+    "test_acc_soft",
+    "test_mae",
+    "test_invalid",
+    "test_baseline_acc",
+    "test_baseline_acc_soft",
+    "test_baseline_mae",
+)
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +197,7 @@ def test_constrained_scoring_of_a_greedy_trained_checkpoint(text_fit, fit_args, 
                     f"--model.init_args.output_dir={tmp_path / 'constrained'}", f"--ckpt_path={best}")  # fmt: skip
     args[0] = "test"
     assert main([a for a in args if not a.startswith(("--trainer.max_steps", "--trainer.val_check"))]) == 0
-    assert "by_rule_acc" in capsys.readouterr().out
+    assert "test_by_rule_acc" in capsys.readouterr().out
     report = json.loads((tmp_path / "constrained" / "metrics.json").read_text())
     rows = [json.loads(line) for line in (tmp_path / "constrained" / "predictions.jsonl").read_text().splitlines()]
     assert report["metrics"]["invalid"] == 0 and report["rules"]["metrics"].startswith("argmax of the six digits")
@@ -501,8 +509,8 @@ def check_score_report(report: dict, rows: list[dict], logged: dict, task_name: 
     assert reference_modes(np.array(TRAIN)).tolist() == TRAIN_MODES
     baseline = reference_scores(gold, np.broadcast_to(np.array(TRAIN_MODES, dtype=float), gold.shape))
     classical = reference_by_rule(gold, CLASSICAL.numpy())
-    check_sections(report, logged, [("metrics", "", "test", model), ("baseline", "baseline_", "baseline", baseline),
-                                    ("classical", "classical_", "classical", classical)])  # fmt: skip
+    check_sections(report, logged, [("metrics", "", "test", model), ("baseline", "baseline_", "test_baseline", baseline),
+                                    ("classical", "classical_", "test_classical", classical)])  # fmt: skip
     assert report["rules"]["classical"] == OWN_RULE and report["rules"]["baseline"] == "the per-item mode"
     np.testing.assert_allclose([r["classical_distribution"] for r in rows], CLASSICAL.numpy(), rtol=0, atol=1e-6)
     assert report["split"] == "random"
@@ -541,7 +549,7 @@ def test_heads_test_path_reports_what_their_logits_imply(tmp_path, classical_bas
     np.testing.assert_allclose(distributions, logits.softmax(-1).numpy(), rtol=0, atol=1e-5)
     assert all("generation" not in r for r in rows)
     check_sections(
-        report, logged, [("by_rule", "by_rule_", "by_rule", reference_by_rule(np.array(TEST_GOLD), distributions))]
+        report, logged, [("by_rule", "by_rule_", "test_by_rule", reference_by_rule(np.array(TEST_GOLD), distributions))]
     )
     assert report["rules"]["by_rule"] == OWN_RULE and report["rules"]["metrics"].startswith("argmax")
     [(split, tested)] = classical_baseline  # fitted on the datamodule's split, for the tested dialogues
@@ -647,7 +655,7 @@ def test_constrained_test_path_reports_the_digits_distributions(tmp_path, classi
     assert [r["predicted"] for r in rows] == expected.argmax(-1).tolist()
     assert all("generation" not in r for r in rows) and report["metrics"]["invalid"] == 0
     check_sections(
-        report, logged, [("by_rule", "by_rule_", "by_rule", reference_by_rule(np.array(TEST_GOLD), distributions))]
+        report, logged, [("by_rule", "by_rule_", "test_by_rule", reference_by_rule(np.array(TEST_GOLD), distributions))]
     )
     assert report["rules"]["metrics"].startswith("argmax of the six digits") and report["rules"]["by_rule"] == OWN_RULE
     check_score_report(report, rows, logged, "score")

@@ -72,13 +72,13 @@ def test_fit_validates_checkpoints_and_tests(fitted):
     assert len([r for r in metrics[1:] if r.split(",")[header.index("val_macro_f1")]]) == 2
     report = json.loads((fitted / "metrics.json").read_text())
     assert report["task"] == "topic" and report["dialogues"] == 6
-    assert set(report["metrics"]) == {"test_acc", "test_macro_f1"} and set(report["per_topic_f1"]) == set(TOPICS)
+    assert set(report["metrics"]) == {"acc", "macro_f1"} and set(report["per_topic_f1"]) == set(TOPICS)
     assert report["baseline"]["predicts"] in TOPICS and 0 <= report["baseline"]["acc"] <= 1
     rows = [json.loads(line) for line in (fitted / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and all(r["topic"] in TOPICS and r["predicted"] in TOPICS for r in rows)
     assert all(sum(r["probabilities"].values()) == pytest.approx(1, abs=1e-4) for r in rows)
     accuracy = sum(r["topic"] == r["predicted"] for r in rows) / len(rows)
-    assert report["metrics"]["test_acc"] == pytest.approx(accuracy)
+    assert report["metrics"]["acc"] == pytest.approx(accuracy)
 
 
 def test_checkpoint_holds_the_head_and_adapters_only(fitted):
