@@ -125,6 +125,33 @@ def test_a_bad_checkpoint_is_named_in_one_line(small, tmp_path, content):
     )
 
 
+class RunsCode:
+    """Unpickling this runs a shell command: what a crafted checkpoint would do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("command", ["test", "fit", "export", "chat"])
+def test_a_checkpoint_that_would_run_code_is_refused_in_one_line(small, tmp_path, command):
+    marker = tmp_path / "the-code-ran"
+    ckpt = tmp_path / "crafted.ckpt"
+    torch.save({"kokorozoo": {"task": "kokorozoo.tasks.score.ScoreHeadsTask"}, "state_dict": {},
+                "payload": RunsCode(marker)}, ckpt)  # fmt: skip
+    lightning = ("--config", REPO / "configs/score_heads.yaml", *small, f"--trainer.default_root_dir={tmp_path}")
+    args = {
+        "test": ("test", *lightning, f"--ckpt_path={ckpt}"),
+        "fit": ("fit", *lightning, f"--ckpt_path={ckpt}"),
+        "export": ("export", ckpt, tmp_path / "export"),
+        "chat": ("chat", ckpt),
+    }[command]
+    one_line_error(kokorozoo(*args), str(ckpt), "refused", "could run code")
+    assert not marker.exists()
+
+
 def test_mistakes_in_the_settings_are_found_before_training(small, tmp_path):
     fit = (
         "fit",

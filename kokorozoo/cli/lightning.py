@@ -12,6 +12,8 @@ On top of LightningCLI:
 - ``test``/``validate``/``predict`` take output locations from the command line and config, never
   from the checkpoint; a checkpoint of another task is an error; without a checkpoint, a task with
   trained parts (heads) is refused and the others are reported as zero-shot;
+- checkpoints are read as tensors and plain values only (``weights_only=True``, by kokorozoo and
+  by Lightning): a checkpoint that would run code when unpickled is refused in one line;
 - a user's mistake (a GPU config without a GPU, a setting that no longer fits when the work is
   split across processes, an unwritable output folder, a bad checkpoint or config file) ends in
   one line, found before any training.
@@ -32,7 +34,7 @@ from typing import Any
 
 import torch
 import yaml
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
@@ -80,6 +82,8 @@ class KokorozooCLI(LightningCLI):
         if not sub:
             return
         self._check_accelerator(self.config[sub])
+        if self.config[sub].get("weights_only", False) is None:  # Lightning's own loads: tensors and plain values only
+            self.config[sub].weights_only = True
         ckpt_path = self.config[sub].get("ckpt_path")
         if not ckpt_path or ckpt_path in ("best", "last", "hpc", "registry"):
             return
@@ -116,8 +120,8 @@ class KokorozooCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         """The trainer with the task's best checkpoint (unless the config brings a
-        ``ModelCheckpoint``), :class:`LastCheckpoint`, the :class:`ResultWriter` and the run's loggers
-        (unless configured)."""
+        ``ModelCheckpoint``), :class:`LastCheckpoint`, the :class:`ResultWriter`, a learning-rate
+        monitor and the run's loggers (unless configured)."""
         config = self.config_init[self.subcommand].trainer
         callbacks = list(config.get("callbacks") or [])
         if not any(isinstance(c, ResultWriter) for c in callbacks):  # test/predict rows, baselines, files
@@ -129,6 +133,8 @@ class KokorozooCLI(LightningCLI):
         defaults: dict[str, Any] = {"callbacks": callbacks}
         if config.get("logger") in (None, True):
             defaults["logger"] = default_loggers(config.get("default_root_dir") or ".", self._resumed_run())
+        if config.get("logger") is not False and not any(isinstance(c, LearningRateMonitor) for c in callbacks):
+            callbacks.append(LearningRateMonitor(logging_interval="step"))  # lr-<optimizer> beside the loss
         return super().instantiate_trainer(**{**defaults, **kwargs})
 
     def _resumed_run(self) -> Path | None:
@@ -212,7 +218,9 @@ class KokorozooCLI(LightningCLI):
         if has_best and trainer.is_global_zero:
             print(f"best checkpoint: {best.best_model_path} ({best.monitor} = {float(best.best_model_score):.4f})")
         if self.config.fit.get("test_after_fit", False):
-            trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if has_best else None)
+            trainer.test(
+                self.model, datamodule=self.datamodule, ckpt_path="best" if has_best else None, weights_only=True
+            )
 
     def after_test(self) -> None:
         if self.model.zero_shot and self.trainer.is_global_zero:

@@ -327,7 +327,7 @@ def score_baseline_distribution(
         cache_dir = default_cache_dir()
     path = Path(cache_dir) / "score-baseline" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.pt"
     if path.is_file():
-        return torch.load(path)
+        return torch.load(path, weights_only=True)  # our own cache, still read as tensors only
     everything = {d.id: d for d in (*split.train, *split.val, *test_dialogues)}
     features = DialogueFeatures.of(everything.values(), settings.max_n)
     probs = ScoreBaseline(settings).fit(features, split.train, split.val).predict_distribution(features, test_dialogues)

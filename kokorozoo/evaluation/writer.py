@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from kokorozoo.data.datamodules import KokoroChatDataModule
 from kokorozoo.evaluation.results import METRICS_FILE, Result, write_result
@@ -94,7 +95,11 @@ def evaluate(trainer: Trainer, task: Task, rows: list[dict]) -> Result:
             result.seed = datamodule.seed
     result.checkpoint = trainer.ckpt_path
     result.zero_shot = task.zero_shot
-    task.log_dict(result.logged_figures())
+    figures = result.logged_figures()
+    task.log_dict(figures)
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):  # the HParams tab: the settings beside the test figures
+            logger.log_hyperparams(dict(task.hparams), metrics=figures)
     return result
 
 

@@ -25,6 +25,8 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import pickle
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -408,6 +410,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if named := re.search(r"GLOBAL (\S+)", str(e)):  # an object to import and call: what runs code
+            raise CheckpointError(
+                f"{path}: refused: it holds a Python object ({named.group(1)}) beyond tensors and plain values, and"
+                " unpickling it could run code (kokorozoo reads checkpoints with weights_only=True); use a checkpoint"
+                " written by kokorozoo fit"
+            ) from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or not a checkpoint)") from None
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a file that is not a checkpoint
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or not a checkpoint: {reason})") from None

@@ -49,6 +49,26 @@ def run_dir(root):
     return version
 
 
+def test_tensorboard_shows_the_learning_rate_and_the_settings_beside_the_test_figures(fitted):
+    """Read with TensorBoard's own reader: a learning-rate curve (the fit's 1 warm-up step to the
+    config's 1e-3, then linear decay to 0 at step 4) and an HParams session holding the task's
+    settings and its test figures."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    events = EventAccumulator(str(run_dir(fitted)))
+    events.Reload()
+    [lr] = [tag for tag in events.Tags()["scalars"] if tag.startswith("lr-")]
+    steps = [(e.step, e.value) for e in events.Scalars(lr)]
+    assert steps == [(0, 0.0), *((s, pytest.approx(1e-3 * (4 - s) / 3, rel=1e-5)) for s in (1, 2, 3))]
+    content = events.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["lr"].number_value == pytest.approx(1e-3) and start.hparams["backbone"].string_value == "tiny"
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    shown = {m.name.tag for m in experiment.metric_infos}
+    assert {"test_bleu1", "test_rougeL", "test_retrieval_bleu1"} <= shown
+
+
 def test_fit_trains_validates_checkpoints_and_tests(fitted):
     version = run_dir(fitted)
     metrics = (version / "metrics.csv").read_text().splitlines()
