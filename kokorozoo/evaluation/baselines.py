@@ -436,7 +436,8 @@ def run_baselines(task, datamodule, rows: list[dict], tokenize: str | None = Non
     - score prediction: ``classical``, the non-neural score baseline's distribution, each metric
       under its own rule (each row gets its ``classical_distribution``);
     - response generation of counselor turns: ``copy_previous`` and ``retrieval``
-      (:func:`response_baselines`), on the run's tokenization (each row gets their ``baselines``).
+      (:func:`response_baselines`), on the run's ``tokenize`` (a response result always names it;
+      each row gets their ``baselines``).
     """
     from kokorozoo.data.datamodules import KokoroChatDataModule, ResponseDataModule, ScoreDataModule
 
@@ -453,7 +454,7 @@ def run_baselines(task, datamodule, rows: list[dict], tokenize: str | None = Non
         by_id = datamodule.data.by_id()
         probs = score_baseline_distribution(datamodule.whole_split(), [by_id[r["dialogue_id"]] for r in rows])
         out.row_fields["classical_distribution"] = probs.tolist()
-        gold = torch.tensor([r["gold"] for r in rows], dtype=torch.long)
+        gold = torch.tensor([r["gold"] for r in rows])  # JSON ints: int64
         out.figures["classical"] = rule_figures(probs, gold)
         out.rules["classical"] = dict(METRIC_RULES)
     if isinstance(datamodule, ResponseDataModule) and datamodule.role == "counselor":
@@ -462,7 +463,7 @@ def run_baselines(task, datamodule, rows: list[dict], tokenize: str | None = Non
         predicted = response_baselines(datamodule.whole_split().train, targets)
         out.row_fields["baselines"] = [{name: texts[i] for name, texts in predicted.items()} for i in range(len(rows))]
         for name, texts in predicted.items():
-            metrics = text_metrics(tokenize or "mecab", sync_on_compute=False)  # every process holds all rows
+            metrics = text_metrics(tokenize, sync_on_compute=False)  # every process holds all rows
             metrics.update(texts, [r["reference"] for r in rows])
             out.figures[name] = {k: float(v) for k, v in metrics.compute().items()}
     return out

@@ -259,10 +259,6 @@ class Summary:
         return f"{format_value(metric, self.mean)} ± {format_value(metric, self.std)}"
 
 
-def summarize(values: Iterable[float | None]) -> Summary:
-    return Summary.of(values)
-
-
 def summarize_rows(rows: Sequence[Mapping[str, float]], metrics: Sequence[str]) -> dict[str, Summary]:
     """Each of ``metrics`` over the rows (one row a run) that hold it."""
     return {m: Summary.of(row.get(m) for row in rows) for m in metrics}

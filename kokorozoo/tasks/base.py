@@ -100,6 +100,8 @@ class Task(LightningModule):
             by :class:`kokorozoo.evaluation.writer.ResultWriter`).
     """
 
+    #: The task's name in results and exports (``task`` of ``metrics.json``, the model card).
+    task_name: str = "task"
     #: The validation metric that picks the best checkpoint, and whether lower is better.
     monitor: str = "val_loss"
     mode: str = "min"
@@ -348,9 +350,16 @@ class Task(LightningModule):
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(out)
+        _name_base_model(out, self.hparams.backbone)
         self.tokenizer.save_pretrained(out)
         settings = {k: v for k, v in self.hparams.items() if not k.startswith("_")}
-        info = {"task": _class_path(type(self)), "settings": settings, "prompt": self.prompt_settings}
+        info = {"task": _class_path(type(self)), "name": self.task_name, "settings": settings}
+        info["prompt"] = self.prompt_settings
+        quantization = getattr(self._causal_lm().config, "quantization_config", None)
+        if quantization is not None:  # how the base was loaded: BitsAndBytesConfig(**this) reloads it so
+            info["quantization_config"] = quantization if isinstance(quantization, dict) else quantization.to_dict()
+        if (generation := self.generation_settings()) is not None:
+            self.generation_config(generation).save_pretrained(out)
         if self.head_name is not None:
             from safetensors.torch import save_file
 
@@ -359,6 +368,26 @@ class Task(LightningModule):
             info[self.head_name] = {"file": self.head_file, **self.head_description()}
         _write_json(out / EXPORT_INFO, info)
         return out
+
+    def generation_settings(self) -> dict[str, Any] | None:
+        """The decoding a task that generates uses (``transformers.GenerationConfig`` fields),
+        written into exports as ``generation_config.json``; None for a task that does not."""
+        return None
+
+    def generation_config(self, settings: dict[str, Any]):
+        """``settings`` with the tokenizer's stop, pad and start ids: ``model.generate`` on a
+        plain transformers model then decodes as kokorozoo does."""
+        from transformers import GenerationConfig
+
+        from kokorozoo.chat_format import stop_token_ids
+
+        tokenizer = self.tokenizer
+        return GenerationConfig(
+            **settings,
+            eos_token_id=stop_token_ids(tokenizer),
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+        )
 
     def load_head(self, folder: Path, info: dict) -> None:
         """The exported head, in place of the fresh one ``configure_heads`` made."""
@@ -455,6 +484,18 @@ def task_class(class_path: str) -> type:
 
 def _class_path(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _name_base_model(folder: Path, backbone: str) -> None:
+    """PEFT writes the base model's local path into ``adapter_config.json``; a model loaded by hub
+    name is named by it, so the folder loads anywhere (``tiny``/``llama3`` and local folders keep
+    the path they were built or read at)."""
+    config_path = folder / "adapter_config.json"
+    if not config_path.is_file() or backbone in ("tiny", "llama3") or Path(backbone).exists():
+        return
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = backbone
+    _write_json(config_path, config)
 
 
 def _write_json(path: Path, obj: Any) -> None:

@@ -31,6 +31,7 @@ class ResponseTask(Task):
     """
 
     monitor, mode = "val_loss", "min"
+    task_name = "response"
     reading_settings = ("max_new_tokens", "min_new_tokens", "metrics_tokenize", "generation")
 
     def __init__(
@@ -68,6 +69,11 @@ class ResponseTask(Task):
 
     predictions_file = "generations.jsonl"
 
+    def generation_settings(self) -> dict:
+        """Greedy, as the paper decoded, within the task's lengths."""
+        hp = self.hparams
+        return {"do_sample": False, "max_new_tokens": hp.max_new_tokens, "min_new_tokens": hp.min_new_tokens}
+
     def infer(self, batch: dict) -> list[str]:
         """The greedy next counselor turn of every request in ``batch``."""
         hp = self.hparams
@@ -94,4 +100,9 @@ class ResponseTask(Task):
         """BLEU, ROUGE and Distinct of the generations, on the tokenization it names."""
         values = {name: float(value) for name, value in self.test_metrics.compute().items()}
         self.test_metrics.reset()
-        return {"task": "response", "turns": len(rows), "tokenize": self.hparams.metrics_tokenize, "metrics": values}
+        return {
+            "task": self.task_name,
+            "turns": len(rows),
+            "tokenize": self.hparams.metrics_tokenize,
+            "metrics": values,
+        }

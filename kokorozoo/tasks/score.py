@@ -40,6 +40,7 @@ writes them as ``score_heads.safetensors`` beside the PEFT adapter, and
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import torch
@@ -49,7 +50,7 @@ from torch import Tensor, nn
 from kokorozoo.backbone import Backbone
 from kokorozoo.data.batching import unpadded
 from kokorozoo.data.datamodules import KokoroChatDataModule
-from kokorozoo.data.score_format import AnswerForm, answer_form, parse_scores
+from kokorozoo.data.score_format import AnswerForm, answer_form, format_scores, parse_scores
 from kokorozoo.data.stats import STATISTICS
 from kokorozoo.errors import UsageError
 from kokorozoo.metrics import (
@@ -150,7 +151,7 @@ class _ScoreTask(Task):
         self.test_metrics.reset()
         figures = {"task": self.task_name, "dialogues": len(rows), "metrics": model, "rules": {"metrics": self.rule}}
         if rows and "distribution" in rows[0]:
-            gold = torch.tensor([r["gold"] for r in rows], dtype=torch.long)
+            gold = torch.tensor([r["gold"] for r in rows])  # JSON ints: int64
             by_rule = rule_figures(torch.tensor([r["distribution"] for r in rows]), gold)
             per_item[BY_RULE] = by_rule.pop("per_item")
             figures.update(by_rule=by_rule, rules={**figures["rules"], BY_RULE: dict(METRIC_RULES)})
@@ -158,10 +159,20 @@ class _ScoreTask(Task):
 
     def score_constant(self, labels: Tensor, rows: list[dict]) -> dict:
         """The per-item mode answered for every dialogue: overall, per item, and the modes."""
-        gold = torch.tensor([r["gold"] for r in rows], dtype=torch.long).reshape(-1, NUM_ITEMS)
+        gold = torch.tensor([r["gold"] for r in rows]).reshape(-1, NUM_ITEMS)
         figures = point_figures(constant_predictions(labels, len(gold)), gold)
         return {**{k: figures[k] for k in SCORE_METRICS}, "modes": dict(zip(ITEM_NAMES, labels.tolist())),
                 "per_item": figures["per_item"]}  # fmt: skip
+
+    def answer_room(self) -> int:
+        """Tokens the answer takes after the prompt (its text and ``<|eot_id|>``): a dialogue is cut
+        so that prompt and answer fit in ``max_length``, in training and at test alike."""
+        messages = [
+            {"role": "user", "content": "-"},
+            {"role": "assistant", "content": format_scores([ITEM_MAX] * NUM_ITEMS)},
+        ]
+        render = functools.partial(self.tokenizer.apply_chat_template, tokenize=True, return_dict=True)
+        return len(render(messages)["input_ids"]) - len(render(messages[:1], add_generation_prompt=True)["input_ids"])
 
     def training_modes(self) -> Tensor:
         """Each item's mode on the datamodule's whole training part."""
@@ -211,6 +222,9 @@ class ScoreTask(_ScoreTask):
             raise UsageError(f"model.init_args.scoring must be one of {', '.join(SCORINGS)}; got {scoring!r}")
         self.scoring, self.rule = scoring, SCORINGS[scoring]
         self._form: AnswerForm | None = None
+
+    def generation_settings(self) -> dict:
+        return {"do_sample": False, "max_new_tokens": self.hparams.max_new_tokens}
 
     @torch.no_grad()
     def generate(self, prompt: dict) -> list[str]:
@@ -361,4 +375,23 @@ class ScoreHeadsTask(_ScoreTask):
             "reads": reads,
             "logits": f"weight @ inputs + bias, viewed as [{NUM_ITEMS} items, {NUM_LEVELS} levels 0-{ITEM_MAX}]",
             "items": list(ITEM_NAMES),
+            "input": self.input_description(),
+        }
+
+    def input_description(self) -> dict:
+        """What the heads read, step by step, so that the predictions can be reproduced with plain
+        transformers + peft (README: "Exports")."""
+        prompt = self.prompt_settings
+        return {
+            "turns": "consecutive utterances of one speaker joined with a newline; client -> user, counselor -> assistant",
+            "messages": "[system: system_prompt, if any] + the turns + [user: instruction]",
+            "prompt": "tokenizer.apply_chat_template(messages, add_generation_prompt=True)",
+            "instruction": prompt.get("instruction"),
+            "system_prompt": prompt.get("system_prompt"),
+            "max_length": prompt.get("max_length"),
+            "answer_room": self.answer_room(),
+            "cut": "drop the oldest turns, whole, until len(prompt) + answer_room <= max_length; when not even the"
+            " latest turn fits, keep the first token and the last tokens of the prompt",
+            "state": "model(prompt, output_hidden_states=True).hidden_states[-1][0, -1] (after the final norm)",
+            "prediction": f"argmax over the {NUM_LEVELS} levels of each item",
         }

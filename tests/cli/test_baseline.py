@@ -6,6 +6,8 @@ import pytest
 
 from kokorozoo.cli import main
 
+pytestmark = pytest.mark.mutation  # seconds: run per mutant
+
 
 @pytest.fixture
 def small_root(kokorochat_root, tmp_path):

@@ -30,6 +30,7 @@ from sklearn.utils.extmath import randomized_svd
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from kokorozoo.data import response_split
+from kokorozoo.data.datamodules import KokoroChatDataModule
 from kokorozoo.data.dialogue import dialogue_turns
 from kokorozoo.data.splits import Split, score_split
 from kokorozoo.data.stats import STATISTICS, dialogue_statistics
@@ -41,8 +42,10 @@ from kokorozoo.evaluation.baselines import (
     _TextProjection,
     char_ngram_counts,
     evaluate_score_baseline,
+    most_frequent,
     response_baselines,
     role_text,
+    run_baselines,
     score_baseline_distribution,
     score_targets,
 )
@@ -627,6 +630,28 @@ def test_score_baseline_distribution_reads_its_cache(tmp_path, stub):
     assert stub == []  # nothing fitted
 
 
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.mutation
+def test_a_cache_file_that_would_run_code_is_never_unpickled(tmp_path, stub):
+    import pickle
+
+    split = small_split()
+    path = tmp_path / "score-baseline" / cache_key(split, split.test, SMALL)
+    path.parent.mkdir()
+    marker = tmp_path / "the-code-ran"
+    torch.save({"probs": _RunsCode(marker)}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        score_baseline_distribution(split, settings=SMALL, cache_dir=tmp_path)
+    assert not marker.exists()
+
+
 @pytest.mark.mutation
 def test_score_baseline_distribution_keys(tmp_path, stub, monkeypatch):
     split = small_split()
@@ -898,3 +923,43 @@ def test_retrieval_returns_training_counselor_turns(response_data):
     turns = dialogue_turns(own)
     turn = next(i for i, t in enumerate(turns) if t.role == "counselor" and i and len(turns[i - 1].text) > 40)
     assert response_baselines(train, [(own, turn)])["retrieval"] == [turns[turn].text]
+
+
+# -- what run_baselines puts beside a run ----------------------------------------------------------
+
+
+@pytest.mark.mutation
+def test_most_frequent_is_each_columns_mode_the_smaller_on_a_tie():
+    one = most_frequent(torch.tensor([2, 0, 2, 1, 0]))
+    assert one.ndim == 0 and int(one) == 0  # 0 and 2 tie: the smaller
+    assert int(most_frequent(torch.tensor([1, 3, 3]))) == 3
+    assert most_frequent(torch.tensor([[0, 5], [1, 5], [1, 4]])).tolist() == [1, 5]
+
+
+class _Labels(KokoroChatDataModule):
+    """A datamodule whose training part has the given labels."""
+
+    def __init__(self, labels):
+        super().__init__()
+        self.labels = labels
+
+    def train_labels(self):
+        return self.labels
+
+
+class _Constant:
+    def score_constant(self, majority, rows):
+        return {"predicts": majority.tolist(), "rows": len(rows)}
+
+
+@pytest.mark.mutation
+def test_the_constant_baseline_of_labels_and_of_items():
+    rows = [{"id": 1}, {"id": 2}]
+    one = run_baselines(_Constant(), _Labels(torch.tensor([0, 3, 3])), rows)
+    assert one.figures == {"baseline": {"predicts": 3, "rows": 2}} and one.rules == {
+        "baseline": "the most frequent label"
+    }
+    items = run_baselines(_Constant(), _Labels(torch.tensor([[0, 1], [0, 1]])), rows)
+    assert items.rules == {"baseline": "the per-item mode"}
+    assert run_baselines(_Constant(), _Labels(torch.tensor([1])), []).figures == {}  # nothing tested: nothing beside
+    assert run_baselines(_Constant(), None, rows).figures == {}  # not a KokoroChat datamodule

@@ -17,8 +17,11 @@ from kokorozoo.evaluation.results import (
     aggregate,
     aggregate_per_item,
     format_value,
+    label,
     read_result,
+    read_score_result,
     summarize_score_runs,
+    write_result,
 )
 
 pytestmark = pytest.mark.mutation
@@ -162,7 +165,7 @@ def test_summarize_score_runs(tmp_path):
                                                   "std": statistics.stdev([39, 40, 41, 39]), "n": 4}  # fmt: skip
     assert [r["seed"] for r in result["runs"]] == [0, 1, 2, 3] and result["split"] == "client_disjoint"
     assert result["runs"][0]["run"] == str(paths[0]) and "by_rule_acc" not in result["runs"][0]
-    with pytest.raises(ValueError, match="no metrics.json to aggregate"):
+    with pytest.raises(ValueError, match="^no metrics.json to aggregate$"):
         summarize_score_runs([])
     other = write(tmp_path / "split", split="random")
     with pytest.raises(ValueError, match=r"different splits \(client_disjoint, random\)"):
@@ -174,3 +177,70 @@ def test_summarize_score_runs(tmp_path):
     response.write_text(json.dumps(RESPONSE))
     with pytest.raises(ValueError, match="response.json: not a score-prediction metrics.json"):
         summarize_score_runs([response])
+
+
+def test_metrics_json_is_indented_utf8_text_that_keeps_japanese(tmp_path):
+    result = Result.from_json({**SCORE, "per_topic_f1": {"職場の問題": 0.5}})
+    path = write_result(result, tmp_path / "metrics.json")
+    assert path.read_bytes() == (json.dumps(result.to_json(), ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    assert "職場の問題" in path.read_text(encoding="utf-8")
+
+
+def test_a_result_that_reads_a_seed_names_it_even_when_it_has_none():
+    assert Result(task="topic", metrics={}, dialogues=3).to_json()["seed"] is None
+    assert "seed" not in Result(task="response", metrics={}, turns=3).to_json()
+    assert Result.from_json({**SCORE, "by_rule": "not figures"}).by_rule is None
+
+
+def test_reading_errors_name_the_file(tmp_path):
+    (tmp_path / "metrics.json").write_text(json.dumps({"task": "score"}), encoding="utf-8")
+    with pytest.raises(ResultError, match=str(tmp_path / "metrics.json")):
+        read_result(tmp_path)
+    (tmp_path / "response").mkdir()
+    (tmp_path / "response" / "metrics.json").write_text(json.dumps(RESPONSE), encoding="utf-8")
+    (tmp_path / "no-baseline").mkdir()
+    no_baseline = {k: v for k, v in SCORE.items() if k != "baseline"}
+    (tmp_path / "no-baseline" / "metrics.json").write_text(json.dumps(no_baseline), encoding="utf-8")
+    for bad in (
+        tmp_path / "metrics.json",
+        tmp_path / "response" / "metrics.json",
+        tmp_path / "no-baseline" / "metrics.json",
+    ):
+        with pytest.raises(ValueError) as error:
+            read_score_result(bad)
+        assert str(error.value) == f"{bad}: not a score-prediction metrics.json"
+
+
+def test_labels_are_the_papers_names():
+    assert (label("acc_soft"), label("bleu4"), label("rougeL"), label("macro_f1")) == (
+        "ACC_soft",
+        "BLEU-4",
+        "ROUGE-L",
+        "macro_f1",
+    )
+
+
+def test_per_item_over_runs_that_differ_in_their_systems():
+    first = Result.from_json(SCORE)
+    second = Result.from_json({**SCORE, "per_item": {name: {"acc": 10.0} for name in ITEM_NAMES}})
+    items = aggregate_per_item([first, second])
+    assert list(items) == ["model", "baseline", "classical", "by_rule"]  # the first run's systems
+    assert items["model"]["acc"][3] == Summary(statistics.fmean([3, 10]), statistics.stdev([3, 10]), 2)
+    assert items["baseline"]["acc"][0] == Summary(1.0, 0.0, 1)  # the second run has no baseline column
+    assert aggregate_per_item([]) == {}
+    empty = Summary.of([])
+    assert empty.n == 0 and math.isnan(empty.mean) and math.isnan(empty.std)
+
+
+def test_one_run_is_summarised_alone_and_its_rows_name_task_and_split(tmp_path):
+    path = write(tmp_path / "one", seed=0, classical=None, by_rule=None)
+    result = summarize_score_runs([path])
+    assert result["split"] == "client_disjoint" and result["columns"][-1] == "baseline_mae"
+    [row] = result["runs"]
+    assert (row["task"], row["split"], row["acc"], row["baseline_mae"]) == (
+        "score-heads",
+        "client_disjoint",
+        35.0,
+        0.905,
+    )
+    assert result["summary"]["baseline_acc"] == {"mean": 34.4, "std": 0.0, "n": 1}

@@ -81,3 +81,38 @@ def test_a_missing_model_folder_is_one_line(tmp_path, monkeypatch, capsys, flag,
 def test_a_client_model_cannot_be_the_counselor(exports, monkeypatch, capsys):
     code, _, err = chat(monkeypatch, capsys, exports["client"], lines=[])
     assert code == 2 and err.count("\n") == 1 and "client model" in err
+
+
+def test_a_response_export_generates_with_plain_transformers_as_kokorozoo_does(exports):
+    """generation_config.json carries the task's decoding (greedy, its lengths, the stop ids), so
+    ``model.generate`` on the export loaded with transformers + peft alone gives kokorozoo's reply;
+    the card says what the model is and under which licence."""
+    import json
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from kokorozoo.tasks.base import Task
+
+    folder = exports["counselor"]
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    assert "license: cc-by-nc-nd-4.0" in card and "pipeline_tag: text-generation" in card
+    assert f"kokorozoo chat {folder.name}" in card
+    generation = json.loads((folder / "generation_config.json").read_text())
+    assert (generation["do_sample"], generation["max_new_tokens"], generation["min_new_tokens"]) == (False, 10, 2)
+
+    base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), folder).eval()
+    messages = [
+        {"role": "assistant", "content": "こんにちは。"},
+        {"role": "user", "content": "最近眠れなくて困っています。"},
+    ]
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        plain = model.generate(**prompt)[0, prompt["input_ids"].shape[1] :]
+    task = Task.from_export(folder)
+    with torch.no_grad():
+        [ours] = task.generate_text([prompt["input_ids"][0].tolist()], 10, 2)
+    assert tokenizer.decode(plain, skip_special_tokens=True) == ours

@@ -4,6 +4,7 @@ configs, and the test paths in seconds (marked for the mutation session)."""
 
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -406,6 +407,86 @@ def test_heads_export_reload_in_a_fresh_process_predicts_the_same(features, requ
     there = torch.tensor(json.loads(proc.stdout.strip().splitlines()[-1]))
     torch.testing.assert_close(there, here, atol=1e-6, rtol=1e-6)
     assert torch.equal(there.argmax(-1), here.argmax(-1))
+
+
+#: The heads' predictions from an export with plain transformers + peft, following only what the
+#: export's kokorozoo.json and model card say (kokorozoo itself cannot be imported here).
+WITHOUT_KOKOROZOO = """
+import json, sys
+sys.modules["kokorozoo"] = None  # any import of kokorozoo fails
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+folder, root, ids = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
+info = json.load(open(f"{folder}/kokorozoo.json"))
+base_name = json.load(open(f"{folder}/adapter_config.json"))["base_model_name_or_path"]
+how = info["heads"]["input"]
+tokenizer = AutoTokenizer.from_pretrained(folder)
+base = AutoModelForCausalLM.from_pretrained(
+    base_name, quantization_config=BitsAndBytesConfig.from_dict(info["quantization_config"]), dtype=torch.float32
+)
+model = PeftModel.from_pretrained(base, folder).eval()
+heads = load_file(f"{folder}/{info['heads']['file']}")
+out = {}
+for dialogue_id in ids:
+    utterances = json.load(open(f"{root}/{dialogue_id}.json", encoding="utf-8"))["dialogue"]
+    turns = []
+    for u in utterances:  # one speaker's consecutive utterances are one turn, joined with a newline
+        role = {"client": "user", "counselor": "assistant"}[u["role"]]
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"] += "\\n" + u["utterance"]
+        else:
+            turns.append({"role": role, "content": u["utterance"]})
+    system = [{"role": "system", "content": how["system_prompt"]}] if how["system_prompt"] else []
+    for first in range(len(turns)):  # drop the oldest whole turns until prompt and answer fit
+        messages = system + turns[first:] + [{"role": "user", "content": how["instruction"]}]
+        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
+        if len(prompt) + how["answer_room"] <= how["max_length"]:
+            break
+    with torch.no_grad():
+        hidden = model(torch.tensor([prompt]), output_hidden_states=True).hidden_states[-1][0, -1]
+    logits = (hidden.float() @ heads["weight"].T + heads["bias"]).view(20, 6)
+    out[dialogue_id] = logits.tolist()
+print(json.dumps(out))
+"""
+
+
+def test_an_export_stands_alone_its_heads_reproduced_without_kokorozoo(heads_fit, score_batch, tmp_path):
+    """The export names its base model, its quantization, its licence and its figures, and a
+    user with transformers + peft alone gets the heads' predictions from it."""
+    from kokorozoo.data import find_root
+    from kokorozoo.tasks.base import load_task
+
+    version = run_dir(heads_fit)
+    report = json.loads((version / "metrics.json").read_text())
+    ckpt = Path(report["checkpoint"])
+    out = tmp_path / "export"
+    assert main(["export", str(ckpt), str(out)]) == 0
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "license: cc-by-nc-nd-4.0" in card and "CC BY-NC-ND 4.0" in card
+    assert "UEC-InabaLab/KokoroChat" in card and "library_name: peft" in card
+    model_row = next(line for line in card.splitlines() if line.startswith("| model |"))
+    assert model_row == f"| model | {report['metrics']['acc']:.2f} | {report['metrics']['acc_soft']:.2f} | " \
+        f"{report['metrics']['mae']:.4f} | {report['metrics']['invalid']:.0f} |"  # fmt: skip
+    assert any(line.startswith("| baseline |") for line in card.splitlines())
+    info = json.loads((out / "kokorozoo.json").read_text())
+    assert info["quantization_config"]["bnb_4bit_quant_type"] == "nf4"
+    assert info["heads"]["input"]["max_length"] == 768 and info["heads"]["input"]["answer_room"] > 40
+    assert not (out / "generation_config.json").exists()  # the heads do not generate
+
+    dm, batch = score_batch
+    with torch.no_grad():
+        here = load_task(ckpt).item_logits(batch["prompt"])
+    ids = batch["dialogue_ids"]
+    proc = subprocess.run([sys.executable, "-c", WITHOUT_KOKOROZOO, str(out), str(find_root()), ",".join(ids)],
+                          capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": ""})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    there = json.loads(proc.stdout.strip().splitlines()[-1])
+    torch.testing.assert_close(torch.tensor([there[i] for i in ids]), here, atol=2e-3, rtol=0)
+    rows = {r["dialogue_id"]: r for r in map(json.loads, (version / "predictions.jsonl").read_text().splitlines())}
+    assert [torch.tensor(there[i]).argmax(-1).tolist() for i in ids] == [rows[i]["predicted"] for i in ids]
 
 
 # -- the paper's configs ---------------------------------------------------------------------
