@@ -67,7 +67,7 @@ class LastCheckpoint(Checkpoint):
         previous ``last.ckpt`` or the new one, never half of one."""
         path = self.path(trainer)
         partial = path.with_name(path.name + ".partial")
-        trainer.save_checkpoint(partial)
+        trainer.save_checkpoint(partial, weights_only=False)  # the whole state: a resume needs it
         if trainer.is_global_zero:
             os.replace(partial, path)
         trainer.strategy.barrier("LastCheckpoint.save")

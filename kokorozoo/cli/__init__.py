@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from kokorozoo.cli import baseline, chat, data, export, report, seeds, simulate, tasks
-from kokorozoo.cli.common import USAGE_ERROR, fail
+from kokorozoo.cli.common import USAGE_ERROR, fail, quiet_foreign_noise
 from kokorozoo.data.validation import DataError
 from kokorozoo.errors import UsageError
 from kokorozoo.registry import RegistryError
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    quiet_foreign_noise()
     try:
         if args and args[0] in LIGHTNING_COMMANDS:
             from kokorozoo.cli.lightning import run_lightning_cli

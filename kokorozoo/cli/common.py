@@ -4,7 +4,10 @@ ends it, and the rule that no command writes into a folder holding earlier resul
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +19,48 @@ USAGE_ERROR = 2
 INTERRUPTED = 130
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+#: Warnings from the libraries underneath that say nothing a kokorozoo user can act on: each is
+#: about a call kokorozoo does not make itself (a deprecation inside peft, transformers or
+#: Lightning) and is fixed by their next releases.
+FOREIGN_WARNINGS = (
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),  # transformers, asked by peft
+    (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),  # torch, from Lightning's pytree use
+)
+#: Log records of the same kind, by logger and message start.
+FOREIGN_LOG_LINES = (
+    (
+        "bitsandbytes.backends.cpu.ops",
+        "Failed to load CPU gemm_4bit_forward from kernels-community",
+    ),  # a hub kernel, never fetched
+)
+#: Lightning's advertisement, dropped at the handler Lightning gives its logger (see
+#: :func:`kokorozoo.cli.lightning.lightning_messages_to_stdout`).
+LIGHTNING_ADVERT = "💡 Tip:"
+
+
+class DropLines(logging.Filter):
+    """Drops the log records whose message starts with ``start``."""
+
+    def __init__(self, start: str):
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.start)
+
+
+def quiet_foreign_noise() -> None:
+    """A user sees what concerns them: the :data:`FOREIGN_WARNINGS` and :data:`FOREIGN_LOG_LINES`
+    are dropped (nothing else: a warning about the user's settings still shows), and the
+    transformers weight-loading bar is shown on a terminal only, never written into a log file."""
+    for category, message in FOREIGN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+    for name, start in FOREIGN_LOG_LINES:
+        logging.getLogger(name).addFilter(DropLines(start))
+    if not sys.stderr.isatty():  # read by huggingface_hub and transformers when they are imported
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def fail(message: str) -> int:

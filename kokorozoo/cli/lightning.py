@@ -39,7 +39,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
-from kokorozoo.cli.common import INTERRUPTED
+from kokorozoo.cli.common import INTERRUPTED, LIGHTNING_ADVERT, DropLines
 from kokorozoo.data.datamodules import KokoroChatDataModule
 from kokorozoo.errors import UsageError
 from kokorozoo.evaluation.writer import ResultWriter
@@ -218,9 +218,8 @@ class KokorozooCLI(LightningCLI):
         if has_best and trainer.is_global_zero:
             print(f"best checkpoint: {best.best_model_path} ({best.monitor} = {float(best.best_model_score):.4f})")
         if self.config.fit.get("test_after_fit", False):
-            trainer.test(
-                self.model, datamodule=self.datamodule, ckpt_path="best" if has_best else None, weights_only=True
-            )
+            best_path = best.best_model_path if has_best else None  # named: "best" asks Lightning to guess
+            trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best_path, weights_only=True)
 
     def after_test(self) -> None:
         if self.model.zero_shot and self.trainer.is_global_zero:
@@ -315,9 +314,11 @@ def check_config_files(args: Sequence[str]) -> None:
 
 def lightning_messages_to_stdout() -> None:
     """Lightning's progress messages ("GPU available", "Restoring states ...") go to stdout, so that
-    stderr holds warnings and errors only: a user's mistake is then one line there."""
+    stderr holds warnings and errors only: a user's mistake is then one line there. Its
+    advertisement goes nowhere."""
     for name in ("lightning.pytorch", "lightning.fabric"):
         for handler in logging.getLogger(name).handlers:
+            handler.addFilter(DropLines(LIGHTNING_ADVERT))
             if isinstance(handler, logging.StreamHandler) and handler.stream is sys.__stderr__:
                 handler.setStream(sys.stdout)
 

@@ -171,11 +171,16 @@ SUMMARY = (
 @pytest.fixture(scope="module")
 def text_fit(fit_args, tmp_path_factory):
     """A short text-variant fit; generation is cut to 8 tokens, so every answer is partial and the
-    invalid path is exercised. Returns the run folder and what the fit printed."""
+    invalid path is exercised. Returns the run folder and what the fit printed.
+
+    stderr is for what concerns the user: a plain fit (its settings sound) leaves it empty (no
+    warning of the libraries underneath, no weight-loading bar, no advertisement)."""
     root = tmp_path_factory.mktemp("text")
     out = subprocess.run([sys.executable, "-m", "kokorozoo.cli", *fit_args("score.yaml", root,
                           "--model.init_args.max_new_tokens=8")], capture_output=True, text=True, cwd=ROOT)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stderr == ""
+    assert "Tip:" not in out.stdout and "weights_only" not in out.stdout
     return root, out.stdout
 
 
