@@ -25,6 +25,7 @@ import inspect
 import logging
 import math
 import os
+import re
 import sys
 import tempfile
 from argparse import ArgumentError
@@ -131,8 +132,12 @@ class KokorozooCLI(LightningCLI):
                 callbacks.append(task_checkpoint(self.model))
             callbacks.append(LastCheckpoint(self.config[self.subcommand].get("last_every_n_steps", 0)))
         defaults: dict[str, Any] = {"callbacks": callbacks}
-        if config.get("logger") in (None, True):
-            defaults["logger"] = default_loggers(config.get("default_root_dir") or ".", self._resumed_run())
+        configured = config.get("logger")
+        if configured is not False:  # the run's own folder and logs first, whatever tracker is configured
+            trackers = (
+                [] if configured in (None, True) else list(configured if isinstance(configured, list) else [configured])
+            )
+            defaults["logger"] = default_loggers(config.get("default_root_dir") or ".", self._resumed_run()) + trackers
         if config.get("logger") is not False and not any(isinstance(c, LearningRateMonitor) for c in callbacks):
             callbacks.append(LearningRateMonitor(logging_interval="step"))  # lr-<optimizer> beside the loss
         return super().instantiate_trainer(**{**defaults, **kwargs})
@@ -323,6 +328,19 @@ def lightning_messages_to_stdout() -> None:
                 handler.setStream(sys.stdout)
 
 
+def missing_package_line(error: BaseException) -> str | None:
+    """The one line for a configured class whose package is not installed (``MLFlowLogger``
+    without mlflow): jsonargparse wraps the ImportError in ValueErrors; None for anything else."""
+    cause, names = error, []
+    while cause is not None:
+        names += re.findall(r"class_path '([^']+)'", str(cause))
+        if isinstance(cause, ImportError):
+            first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+            return f"{names[0] if names else 'a configured class'} cannot be built: {first}"
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def config_error_line(error: ArgumentError) -> str:
     """jsonargparse explains a bad setting as a chain of exceptions, from the key (the outermost,
     its first line) down to the reason (the innermost, e.g. ``Option 'lr_typo' is not accepted``):
@@ -354,6 +372,10 @@ def run_lightning_cli(args: Sequence[str] | None = None) -> int:
         )
     except ArgumentError as e:
         raise UsageError(config_error_line(e)) from None
+    except ValueError as e:  # a configured class (a tracker's logger) that cannot be built
+        if (line := missing_package_line(e)) is None:
+            raise
+        raise UsageError(line) from None
     except NothingToDo as e:
         print(f"kokorozoo: {e}")
     except Interrupted as e:

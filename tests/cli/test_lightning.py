@@ -39,3 +39,38 @@ def test_a_bad_setting_is_its_key_and_the_reason_in_one_line(setting, words, cap
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("kokorozoo: error: ") and all(word in line for word in words), line
     assert line.count("unrecognized") <= 1 and "Subtypes" not in line and "Given value" not in line
+
+
+def test_a_tracker_from_the_config_keeps_runs_apart(short_fit_args, tmp_path, capsys):
+    """A tracker's logger named in the config (here TensorBoard into one shared folder, as MLflow's
+    ./mlruns is) gets every run's figures, while each run keeps its own folder with its config,
+    metrics.json, predictions and CSV/TensorBoard logs: a second run never overwrites the first."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    shared = tmp_path / "tracker"
+    tracker = ("--trainer.logger=TensorBoardLogger", f"--trainer.logger.save_dir={shared}",
+               "--trainer.logger.name=", "--trainer.logger.version=shared")  # fmt: skip
+    runs = []
+    for seed in (0, 1):
+        args = short_fit_args("score_heads.yaml", tmp_path / "runs", *tracker, f"--seed_everything={seed}")
+        assert main(args) == 0
+        runs.append(sorted((tmp_path / "runs" / "lightning_logs").iterdir())[-1])
+    assert runs[0] != runs[1]
+    for run, seed in zip(runs, (0, 1)):
+        assert {"config.yaml", "metrics.json", "predictions.jsonl", "metrics.csv"} <= {p.name for p in run.iterdir()}
+        assert any(p.name.startswith("events.out.tfevents") for p in run.iterdir())
+        assert f"seed_everything: {seed}" in (run / "config.yaml").read_text()
+    assert not (shared / "shared" / "metrics.json").exists() and not (shared / "metrics.json").exists()
+    events = EventAccumulator(str(shared / "shared"))
+    events.Reload()
+    assert {"test_acc", "test_baseline_acc", "train_loss"} <= set(events.Tags()["scalars"])
+
+
+def test_a_tracker_that_cannot_be_built_is_one_line(short_fit_args, tmp_path, capsys, monkeypatch):
+    import lightning.pytorch.loggers.mlflow as mlflow_logger
+
+    monkeypatch.setattr(mlflow_logger, "_MLFLOW_AVAILABLE", False)  # as where mlflow is not installed
+    args = short_fit_args("score_heads.yaml", tmp_path, "--trainer.logger=MLFlowLogger")
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("kokorozoo: error: lightning.pytorch.loggers.MLFlowLogger cannot be built:")
