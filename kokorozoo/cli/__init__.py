@@ -21,6 +21,14 @@ from kokorozoo.registry import RegistryError
 #: The commands LightningCLI runs (its own ``subcommands()``; named here so that dispatching
 #: imports neither torch nor Lightning).
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+#: What ``kokorozoo --help`` says of each of them.
+LIGHTNING_SUMMARIES = {
+    "fit": "train a task from a config, then test its best checkpoint (resume with --ckpt_path)",
+    "validate": "validate a checkpoint",
+    "test": "test a checkpoint: metrics.json beside every baseline, and its rows",
+    "predict": "predict with a checkpoint: its rows only",
+}
+assert tuple(LIGHTNING_SUMMARIES) == LIGHTNING_COMMANDS
 #: The other commands, in the order ``kokorozoo --help`` lists them.
 COMMANDS = (data, export, tasks, report, chat, simulate, baseline, seeds)
 
@@ -40,10 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kokorozoo",
         description="Japanese counseling-dialogue models on KokoroChat.",
-        epilog="Training and evaluation: kokorozoo {fit,validate,test,predict} --config FILE "
-        "(see `kokorozoo fit --help`).",
+        epilog="fit, validate, test and predict take a config (--config FILE) and LightningCLI's options: "
+        "`kokorozoo fit --help`. Environment: KOKOROCHAT_ROOT (the data), KOKOROZOO_CACHE (built models "
+        "and baselines), HF_HUB_OFFLINE=1 (never reach the hub); settings from PL_* environment "
+        "variables (LightningCLI's default_env) are off: a run is its config and command line.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, summary in LIGHTNING_SUMMARIES.items():  # listed here, run by LightningCLI (see main)
+        commands.add_parser(name, help=summary, add_help=False)
     for command in COMMANDS:
         command.add_parser(commands)
     return parser

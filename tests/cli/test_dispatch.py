@@ -10,11 +10,19 @@ from kokorozoo.cli.common import output_folder
 from kokorozoo.errors import UsageError
 
 
-def test_every_command_is_listed_once():
-    parser = build_parser()
-    names = [a for a in parser._subparsers._group_actions[0].choices]
-    assert names == ["data", "export", "tasks", "report", "chat", "simulate", "baseline", "seeds"]
-    assert len(COMMANDS) == len(names)
+def test_every_command_is_listed_once_lightnings_first(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    shown = capsys.readouterr().out
+    names = [
+        line.split()[0]
+        for line in shown.split("COMMAND\n", 1)[1].split("\n\n")[0].splitlines()
+        if line.startswith("    ") and not line.startswith("     ")
+    ]
+    assert names == ["fit", "validate", "test", "predict", "data", "export", "tasks", "report", "chat", "simulate",
+                     "baseline", "seeds"]  # fmt: skip
+    assert len(COMMANDS) + 4 == len(names)
+    assert "KOKOROCHAT_ROOT" in shown and "PL_*" in shown  # the environment a run reads, and what it does not
 
 
 def test_help_and_the_light_commands_import_neither_torch_nor_lightning():
@@ -28,7 +36,7 @@ def test_help_and_the_light_commands_import_neither_torch_nor_lightning():
 
 def test_no_command_prints_the_help_and_exits_2(capsys):
     assert main([]) == 2
-    assert "kokorozoo {fit,validate,test,predict}" in capsys.readouterr().out
+    assert "fit, validate, test and predict take a config" in capsys.readouterr().out
 
 
 def test_python_m_kokorozoo_cli_is_the_command():

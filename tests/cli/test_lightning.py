@@ -73,4 +73,6 @@ def test_a_tracker_that_cannot_be_built_is_one_line(short_fit_args, tmp_path, ca
     args = short_fit_args("score_heads.yaml", tmp_path, "--trainer.logger=MLFlowLogger")
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("kokorozoo: error: lightning.pytorch.loggers.MLFlowLogger cannot be built:")
+    assert len(err) == 1 and err[0].startswith(
+        "kokorozoo: error: lightning.pytorch.loggers.MLFlowLogger cannot be built:"
+    )
