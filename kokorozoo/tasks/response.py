@@ -87,6 +87,7 @@ class ResponseTask(Task):
                 "dialogue_id": r.dialogue_id,
                 "turn_index": r.turn_index,
                 "history_turns": r.history_turns,
+                "previous": r.previous,
                 "reference": r.reference,
                 "generation": text,
             }

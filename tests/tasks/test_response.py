@@ -69,7 +69,7 @@ def test_tensorboard_shows_the_learning_rate_and_the_settings_beside_the_test_fi
     assert {"test_bleu1", "test_rougeL", "test_retrieval_bleu1"} <= shown
 
 
-def test_fit_trains_validates_checkpoints_and_tests(fitted):
+def test_fit_trains_validates_checkpoints_and_tests(fitted, kokorochat):
     version = run_dir(fitted)
     metrics = (version / "metrics.csv").read_text().splitlines()
     header = metrics[0].split(",")
@@ -94,9 +94,15 @@ def test_fit_trains_validates_checkpoints_and_tests(fitted):
     }
     rows = [json.loads(line) for line in (version / "generations.jsonl").read_text().splitlines()]
     assert len(rows) == 4
-    assert set(rows[0]) == {"dialogue_id", "turn_index", "history_turns", "reference", "generation", "baselines"}
+    assert set(rows[0]) == {"dialogue_id", "turn_index", "history_turns", "previous", "reference", "generation",
+                            "baselines"}  # fmt: skip
     assert set(rows[0]["baselines"]) == {"copy_previous", "retrieval"}
     assert all(isinstance(r["generation"], str) and r["reference"] for r in rows)
+    by_id = {d.id: d for d in kokorochat}
+    for r in rows:  # the turn the generated one answers: the client's, just before it
+        turns = dialogue_turns(by_id[r["dialogue_id"]])
+        assert (r["previous"], r["reference"]) == (turns[r["turn_index"] - 1].text, turns[r["turn_index"]].text)
+        assert turns[r["turn_index"] - 1].role == "client"
 
 
 def test_checkpoint_holds_only_what_is_trained(fitted):
@@ -289,7 +295,7 @@ def test_response_test_path_reports_what_its_generations_score(tmp_path, tokeniz
     rows = read_jsonl(tmp_path / "generations.jsonl")
     assert rows == [
         {"dialogue_id": r.dialogue_id, "turn_index": r.turn_index, "history_turns": r.history_turns,
-         "reference": r.reference, "generation": g.strip(),
+         "previous": r.previous, "reference": r.reference, "generation": g.strip(),
          "baselines": {name: texts[i] for name, texts in RESPONSE_BASELINES.items()}}
         for i, (r, (g, _)) in enumerate(zip(requests, PAIRS))
     ]  # fmt: skip

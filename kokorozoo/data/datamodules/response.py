@@ -19,13 +19,15 @@ from kokorozoo.records import Dialogue, Role
 
 @dataclass  # not frozen: Lightning walks batches and rebuilds dataclasses when moving them to a device
 class GenerationRequest:
-    """One target turn to generate: where it is, its prompt tokens and the reference text."""
+    """One target turn to generate: where it is, its prompt tokens, the reference text and the
+    turn just before it (the other speaker's, what the generated turn answers)."""
 
     dialogue_id: str
     turn_index: int
     history_turns: int
     prompt_ids: list[int]
     reference: str
+    previous: str = ""
 
 
 class ResponseDataModule(KokoroChatDataModule):
@@ -107,7 +109,8 @@ class ResponseDataModule(KokoroChatDataModule):
         requests = []
         for dialogue_id, t in chosen:
             prompt, first_turn = generation_prompt(encoded[dialogue_id], t, budget)
-            requests.append(GenerationRequest(dialogue_id, t, t - first_turn, prompt, turns[dialogue_id][t].text))
+            text = turns[dialogue_id]
+            requests.append(GenerationRequest(dialogue_id, t, t - first_turn, prompt, text[t].text, text[t - 1].text))
         return requests
 
     def collate(self, samples: Sequence, part: Part) -> dict:

@@ -29,6 +29,7 @@ from kokorozoo.evaluation.reports.response import (
 )
 from kokorozoo.evaluation.reports.runs import ReportError, Run, group_runs, load_run
 from kokorozoo.evaluation.reports.score import confusion, item_spearman, item_title, score_section, spearman, totals
+from kokorozoo.evaluation.reports.training import training_section
 from kokorozoo.evaluation.results import format_value
 from kokorozoo.progress import progress
 
@@ -76,4 +77,5 @@ def build_run_report(
         score_section(page, score)
     if response := [g for g in groups if g.kind == "response"]:
         response_section(page, response, examples, seed)
+    training_section(page, groups)
     return page.write()

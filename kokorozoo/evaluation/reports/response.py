@@ -146,9 +146,10 @@ def response_section(page: Page, groups: Sequence[Group], examples: int = EXAMPL
         picked = random.Random(seed).sample(group.rows, min(examples, len(group.rows)))
         picked.sort(key=lambda r: (str(r["dialogue_id"]), r["turn_index"]))
         page.table(
-            ["dialogue", "turn", "history", "reference", "generated"],
-            [[r["dialogue_id"], r["turn_index"], r["history_turns"], r["reference"], r["generation"]] for r in picked],
-            f"{group.label}: {len(picked)} example turns (drawn with seed {seed})",
+            ["dialogue", "turn", "history", "the turn before", "reference", "generated"],
+            [[r["dialogue_id"], r["turn_index"], r["history_turns"], r.get("previous", "–"), r["reference"],
+              r["generation"]] for r in picked],
+            f"{group.label}: {len(picked)} example turns (drawn with seed {seed}), each after the turn it answers",
             text_columns=1,
-            long_columns=(3, 4),
-        )
+            long_columns=(3, 4, 5),
+        )  # fmt: skip

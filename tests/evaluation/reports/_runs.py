@@ -69,14 +69,18 @@ def write_response_run(folder: Path, kokorochat, subset: str, turns: int = 60, b
     test = response_split(kokorochat, subset).test
     rng = random.Random(subset)
     candidates = [
-        (d.id, i, t.text) for d in test[:30] for i, t in enumerate(dialogue_turns(d)) if i > 0 and t.role == "counselor"
+        (d.id, i, t.text, turns_[i - 1].text)
+        for d in test[:30]
+        for turns_ in [dialogue_turns(d)]
+        for i, t in enumerate(turns_)
+        if i > 0 and t.role == "counselor"
     ]
     picked = sorted(rng.sample(candidates, turns), key=lambda c: (int(c[0]), c[1]))
-    others = [text for _, _, text in candidates]
+    others = [c[2] for c in candidates]
     rows = [
-        {"dialogue_id": d, "turn_index": i, "history_turns": i, "reference": ref,
+        {"dialogue_id": d, "turn_index": i, "history_turns": i, "previous": previous, "reference": ref,
          "generation": re.split(r"(?<=[。？])", ref)[0] if rng.random() < 0.5 else rng.choice(others)}
-        for d, i, ref in picked
+        for d, i, ref, previous in picked
     ]  # fmt: skip
     metrics = text_metrics("char")
     metrics.update([r["generation"] for r in rows], [r["reference"] for r in rows])

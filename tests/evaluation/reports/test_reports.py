@@ -75,9 +75,10 @@ def shown(metric: str, values: list[float]) -> str:
 def test_report_of_a_real_score_run(score_fit):
     report = build_run_report([score_fit], score_fit / "report")
     assert report == score_fit / "report" / REPORT_FILE
-    check_images(report, {"score1_per_item", "score1_confusion", "score_spearman", "score_totals"})
+    check_images(report, {"score1_per_item", "score1_confusion", "score_spearman", "score_totals", "training_curves"})
     metrics = json.loads((score_fit / "metrics.json").read_text())
     text = page_text(report)
+    assert "How each run was set up" in text and "ScoreTask" in text and " tiny " in text  # from config.yaml
     for metric in METRICS:
         assert format_value(metric, metrics["metrics"][metric]) in text
         assert format_value(metric, metrics["baseline"][metric]) in text
@@ -145,6 +146,10 @@ def test_response_report(response_runs, tmp_path):
             for metric, value in row.items():
                 assert format_value(metric, value) in text, (run.name, name, metric)
     assert "echo" in text  # the high run's baseline
+    assert "the turn before" in text and "Training" not in text  # these runs saved no config or curves
+    rows = [json.loads(line) for line in (response_runs[0] / "generations.jsonl").read_text().splitlines()]
+    shown = [r for r in rows if r["generation"] in text and r["reference"] in text]
+    assert shown and all(r["previous"] in text for r in shown)  # each example after the turn it answers
     again = page_text(build_run_report(response_runs, tmp_path / "again", examples=3, seed=1))
     assert again == text  # the examples are drawn with the seed
 
