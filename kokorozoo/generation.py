@@ -20,7 +20,7 @@ before the same batched decoding.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -69,6 +69,46 @@ def shared_prefix_supported(model) -> bool:
     return rope.get("rope_type", rope.get("type")) not in _LENGTH_DEPENDENT_ROPE
 
 
+@dataclass
+class Sampling:
+    """How the next token is chosen: greedily (``temperature`` 0, the paper's decoding and the
+    default everywhere) or drawn from the softmax of the logits divided by ``temperature``, from a
+    generator seeded with ``seed`` (the same seed, the same replies)."""
+
+    temperature: float = 0.0
+    seed: int = 0
+    _generators: dict = field(default_factory=dict, repr=False)
+    _calls: int = field(default=0, repr=False)
+
+    def __post_init__(self):
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be 0 (greedy) or more, got {self.temperature}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def seed_global(self) -> None:
+        """Seed torch's global generator (``model.generate`` draws from it) with the next seed of
+        this sampling's sequence: each call draws afresh (``/retry`` gives another reply) and the
+        sequence is the same for the same seed."""
+        torch.manual_seed(self.seed + self._calls)
+        self._calls += 1
+
+    def pick(self, logits: torch.Tensor) -> torch.Tensor:
+        """The next token of each row of ``logits`` [rows, vocabulary]."""
+        if self.greedy:
+            return logits.argmax(-1)
+        device = logits.device
+        if device not in self._generators:
+            self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
+        probs = torch.softmax(logits.float() / self.temperature, dim=-1)
+        return torch.multinomial(probs, 1, generator=self._generators[device]).squeeze(-1)
+
+
+GREEDY = Sampling()
+
+
 @torch.no_grad()
 def generate_padded(
     model,
@@ -77,17 +117,22 @@ def generate_padded(
     min_new_tokens: int,
     stop_ids: Sequence[int],
     pad_id: int,
+    sampling: Sampling = GREEDY,
 ) -> list[list[int]]:
-    """Greedy continuations through one ``model.generate`` call on ``prompts`` left-padded into a
-    batch (a list of one prompt gives the plain one-``generate``-per-turn way)."""
+    """Continuations (greedy unless ``sampling`` says otherwise) through one ``model.generate``
+    call on ``prompts`` left-padded into a batch (a list of one prompt gives the plain
+    one-``generate``-per-turn way)."""
     device = _device(model)
     input_ids, attention_mask = pad_ids(prompts, pad_id, left=True)
+    if not sampling.greedy:
+        sampling.seed_global()
     out = model.generate(
         input_ids=input_ids.to(device),
         attention_mask=attention_mask.to(device),
         max_new_tokens=max_new_tokens,
         min_new_tokens=min_new_tokens,
-        do_sample=False,
+        do_sample=not sampling.greedy,
+        **({} if sampling.greedy else {"temperature": sampling.temperature, "top_k": None, "top_p": None}),
         eos_token_id=list(stop_ids),
         pad_token_id=pad_id,
     )
@@ -154,6 +199,7 @@ def generate_continuing(
     stop_ids: Sequence[int],
     pad_id: int,
     on_token: Callable[[int, int], None] | None = None,
+    sampling: Sampling = GREEDY,
 ) -> tuple[list[list[int]], list[PromptCache]]:
     """Greedy continuations of prompts that extend earlier ones (the next turn of a chat or of a
     simulated session), all decoded together: each prompt runs only its tokens after the longest
@@ -166,8 +212,9 @@ def generate_continuing(
     results: list[list[int]] = [[] for _ in prompts]
     kept: list[PromptCache] = [None] * len(prompts)  # type: ignore[list-item]
     _decode(
-        model, rows, results, max_new_tokens, min_new_tokens, stop_ids, pad_id, on_token=on_token, keep=(prompts, kept)
-    )
+        model, rows, results, max_new_tokens, min_new_tokens, stop_ids, pad_id, on_token=on_token, keep=(prompts, kept),
+        sampling=sampling,
+    )  # fmt: skip
     return results, kept
 
 
@@ -239,6 +286,7 @@ def _decode(
     pad_id: int,
     on_token: Callable[[int, int], None] | None = None,
     keep: tuple[Sequence[Sequence[int]], list[PromptCache]] | None = None,
+    sampling: Sampling = GREEDY,
 ) -> None:
     """Batched greedy decoding of ``rows`` from their caches, left-padded to a common length;
     ``on_token`` sees each row's new tokens as they come, and ``keep`` = (prompts, out) gets each
@@ -262,7 +310,7 @@ def _decode(
     for step in range(max_new_tokens):
         if step < min_new_tokens:
             logits[:, stop] = float("-inf")
-        next_tokens = torch.where(finished, pad_id, logits.argmax(-1))
+        next_tokens = torch.where(finished, pad_id, sampling.pick(logits))
         tokens.append(next_tokens)
         if on_token is not None:
             for row, token, done in zip(rows, next_tokens.tolist(), finished.tolist()):

@@ -6,10 +6,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kokorozoo.cli.common import interruptible
+from kokorozoo.cli.common import at_least, interruptible
 
 
 def _chat(args: argparse.Namespace) -> int:
+    from kokorozoo.generation import Sampling
     from kokorozoo.interactive.chat import Chat, run_chat
     from kokorozoo.interactive.models import Rater, Speaker
 
@@ -19,6 +20,7 @@ def _chat(args: argparse.Namespace) -> int:
     if terminal:
         print(f"loading {args.model} ...", file=sys.stderr)
     counselor, rater = Speaker.load(counselor), rater and Rater.load(rater)
+    counselor.decode_with(args.max_new_tokens, Sampling(args.temperature, args.seed))
     return run_chat(Chat(counselor, rater, opening=args.opening, terminal=terminal))
 
 
@@ -29,10 +31,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "chat",
         help="talk to a counselor model (you are the client)",
         description="Talk to a counselor model: you are the client. The model's replies stream as they are "
-        "generated (greedy, the model's own max_new_tokens), each prompted with the session so far as its "
-        "training prompted it. Commands: /reset, /save FILE (a KokoroChat-format JSON file), /quit; Ctrl-C or "
-        "end of input also end the chat. Without a terminal, each stdin line is a client turn and each reply "
-        "one line on stdout.",
+        "generated (greedy and the model's own max_new_tokens unless --temperature and --max-new-tokens say "
+        "otherwise), each prompted with the session so far as its training prompted it. Commands: /retry (a new "
+        "reply to your last turn), /reset, /save FILE (a KokoroChat-format JSON file), /quit; end of input also "
+        "ends the chat. At the prompt Ctrl-C clears the line and a second Ctrl-C ends the chat. Without a "
+        "terminal, each stdin line is a client turn and each reply one line on stdout.",
     )
     chat.add_argument("model", help="an exported response model (kokorozoo export) or a .ckpt of one")
     chat.add_argument(
@@ -43,5 +46,21 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     chat.add_argument(
         "--opening", default=OPENING, help=f"the counselor's first turn ('' to let the client open; default: {OPENING})"
+    )
+    chat.add_argument(
+        "--temperature",
+        type=at_least(0.0, float),
+        default=0.0,
+        help="0 (default) decodes greedily, as the model was evaluated; above 0 samples each token from the "
+        "softmax of the logits divided by it",
+    )
+    chat.add_argument(
+        "--seed", type=int, default=0, help="the sampling's seed: the same seed, the same replies (default: 0)"
+    )
+    chat.add_argument(
+        "--max-new-tokens",
+        type=at_least(1, int),
+        metavar="N",
+        help="the longest reply in tokens (default: the model's own, as it was trained and tested)",
     )
     chat.set_defaults(handler=interruptible(_chat))

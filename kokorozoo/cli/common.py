@@ -99,3 +99,18 @@ def add_output_options(parser: argparse.ArgumentParser, default: str) -> None:
     command that writes a report folder (see :func:`output_folder`)."""
     parser.add_argument("--out", metavar="DIR", help=f"the report's folder (default: {default})")
     parser.add_argument("--overwrite", action="store_true", help="write into --out even when it already holds files")
+
+
+def at_least(lowest, kind):
+    """An argparse type: a number of ``kind`` no smaller than ``lowest`` (argparse's one-line error)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < lowest:
+            raise argparse.ArgumentTypeError(f"must be {lowest} or more, got {text}")
+        return value
+
+    return parse

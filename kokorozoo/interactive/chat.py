@@ -20,7 +20,11 @@ from kokorozoo.interactive.sessions import CHAT_TOPIC, OPENING, Session, total, 
 from kokorozoo.records import ITEM_NAMES
 
 CLIENT_PROMPT, COUNSELOR_PROMPT = "client> ", "counselor> "
-COMMANDS = "/reset (start over), /save FILE (write the session as a KokoroChat JSON file), /quit, /help"
+COMMANDS = (
+    "/retry (a new reply to your last turn), /reset (start over), "
+    "/save FILE (write the session as a KokoroChat JSON file), /quit, /help"
+)
+CTRL_C_HINT = "(Ctrl-C again or /quit to end)"
 
 
 class TokenStreamer:
@@ -116,11 +120,27 @@ class Chat:
             print("(the counselor said nothing)", file=self.err)
         return text
 
+    def retry(self) -> str | None:
+        """Drop the counselor's reply to the client's last turn and generate another (the same
+        one under greedy decoding, which the chat says)."""
+        utterances = self.session.utterances
+        replied = [i for i, u in enumerate(utterances) if u.role == "client"]
+        if not replied or utterances[-1].role != "counselor":
+            print("nothing to retry: /retry replaces the counselor's reply to your last turn", file=self.err)
+            return None
+        del utterances[replied[-1] + 1 :]
+        self.session.caches["counselor"] = None  # it held the dropped reply's history
+        if self.counselor.sampling.greedy:
+            print("(greedy decoding gives the same reply; --temperature samples another)", file=self.err)
+        return self.reply()
+
     def _command(self, text: str) -> bool:
         command, _, argument = text.partition(" ")
         if command in ("/quit", "/exit"):
             return False
-        if command == "/reset":
+        if command == "/retry":
+            self.retry()
+        elif command == "/reset":
             self.session = self._new_session()
             print("(a new session)", file=self.err)
             self._show_opening()
@@ -161,12 +181,14 @@ def format_rating(items: list[int | None]) -> str:
 
 
 def run_chat(chat: Chat, stdin: TextIO | None = None) -> int:
-    """The chat loop, until ``/quit`` or end of input (Ctrl-C is the command's, see
-    :mod:`kokorozoo.cli.chat`)."""
+    """The chat loop, until ``/quit`` or end of input. At the terminal's prompt Ctrl-C clears the
+    line, as in a shell, and a second one in a row ends the chat; during a reply it ends the chat
+    (:mod:`kokorozoo.cli.chat`)."""
     stdin = stdin or sys.stdin
     if chat.terminal:
         import readline  # noqa: F401 - line editing for input()
     chat.start()
+    interrupted = False
     while True:
         if chat.terminal:
             try:
@@ -174,6 +196,15 @@ def run_chat(chat: Chat, stdin: TextIO | None = None) -> int:
             except EOFError:
                 chat.out.write("\n")
                 break
+            except KeyboardInterrupt:
+                if interrupted:
+                    chat.out.write("\n")
+                    break
+                interrupted = True
+                chat.out.write("\n")
+                print(CTRL_C_HINT, file=chat.err)
+                continue
+            interrupted = False
         else:
             line = stdin.readline()
             if not line:

@@ -22,7 +22,14 @@ from kokorozoo.data.datamodules import ResponseDataModule, ScoreDataModule
 from kokorozoo.data.dialogue import Turn
 from kokorozoo.data.encoding import next_turn_prompt
 from kokorozoo.errors import UsageError
-from kokorozoo.generation import PromptCache, generate_continuing, generate_padded, shared_prefix_supported
+from kokorozoo.generation import (
+    GREEDY,
+    PromptCache,
+    Sampling,
+    generate_continuing,
+    generate_padded,
+    shared_prefix_supported,
+)
 from kokorozoo.records import Dialogue, Role
 from kokorozoo.tasks.base import CHECKPOINT_KEY, EXPORT_INFO, Task, load_task, read_checkpoint, task_class
 
@@ -98,7 +105,7 @@ def _prompt_settings(task: Task, defaults: dict[str, Any], source: Path) -> dict
 class Speaker:
     """A response model as one side of conversations: the role it was trained to speak, the next
     turn of many conversations in one batch (greedy, the model's own ``max_new_tokens`` and
-    ``min_new_tokens``), each prompt cut to the model's length as its training cut it."""
+    ``min_new_tokens``, unless :meth:`decode_with` says otherwise), each prompt cut to the model's length as its training cut it."""
 
     def __init__(self, task: Task, source: str | Path = "model"):
         self.task, self.source = task, str(source)
@@ -107,12 +114,10 @@ class Speaker:
         self.system_prompt: str | None = settings["system_prompt"]
         hp = task.hparams
         self.max_new_tokens, self.min_new_tokens = int(hp.max_new_tokens), int(hp.min_new_tokens)
+        #: Greedy, as the model was evaluated, unless the user asks for sampling (kokorozoo chat).
+        self.sampling: Sampling = GREEDY
         self.max_length = int(settings["max_length"])
-        if self.max_length <= self.max_new_tokens:
-            raise UsageError(
-                f"{source}: max_length {self.max_length} leaves no room for a prompt before"
-                f" max_new_tokens {self.max_new_tokens}"
-            )
+        self._check_room()
         #: The cached decoder serves the model exactly (see kokorozoo.generation); else generate.
         wanted = hp.get("generation", "shared_prefix") == "shared_prefix"
         self.cached = wanted and shared_prefix_supported(task.model)
@@ -121,6 +126,23 @@ class Speaker:
                 "%s: this model's attention or generation config needs generate: every turn recomputes its history",
                 source,
             )
+
+    def _check_room(self) -> None:
+        if self.max_length <= self.max_new_tokens:
+            raise UsageError(
+                f"{self.source}: max_length {self.max_length} leaves no room for a prompt before"
+                f" max_new_tokens {self.max_new_tokens}"
+            )
+
+    def decode_with(self, max_new_tokens: int | None = None, sampling: Sampling | None = None) -> None:
+        """Decode otherwise than the model was evaluated (``kokorozoo chat --max-new-tokens``,
+        ``--temperature``); a turn still gets at least ``min_new_tokens`` unless it is capped lower."""
+        if max_new_tokens is not None:
+            self.max_new_tokens = max_new_tokens
+            self.min_new_tokens = min(self.min_new_tokens, max_new_tokens)
+            self._check_room()
+        if sampling is not None:
+            self.sampling = sampling
 
     @staticmethod
     def find(path: str | Path, role: Role, what: str) -> ModelFile:
@@ -168,9 +190,12 @@ class Speaker:
             pad_id=self.tokenizer.pad_token_id,
         )
         if self.cached:
-            new_tokens, caches = generate_continuing(self.task.model, prompts, caches, on_token=on_token, **settings)
+            new_tokens, caches = generate_continuing(
+                self.task.model, prompts, caches, on_token=on_token, sampling=self.sampling, **settings
+            )
         else:
-            new_tokens, caches = generate_padded(self.task.model, prompts, **settings), [None] * len(prompts)
+            new_tokens = generate_padded(self.task.model, prompts, sampling=self.sampling, **settings)
+            caches = [None] * len(prompts)
             for i, tokens in enumerate(new_tokens if on_token else []):
                 for token in tokens:
                     on_token(i, token)

@@ -91,7 +91,7 @@ def test_a_response_export_generates_with_plain_transformers_as_kokorozoo_does(e
 
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     from kokorozoo.tasks.base import Task
 
@@ -105,6 +105,8 @@ def test_a_response_export_generates_with_plain_transformers_as_kokorozoo_does(e
     base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), folder).eval()
+    model.generation_config = GenerationConfig.from_pretrained(folder)  # as the card says
+    assert "model.generation_config = GenerationConfig.from_pretrained(folder)" in card
     messages = [
         {"role": "assistant", "content": "こんにちは。"},
         {"role": "user", "content": "最近眠れなくて困っています。"},
@@ -112,7 +114,91 @@ def test_a_response_export_generates_with_plain_transformers_as_kokorozoo_does(e
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     with torch.no_grad():
         plain = model.generate(**prompt)[0, prompt["input_ids"].shape[1] :]
+    assert 2 <= len(plain) <= 10
     task = Task.from_export(folder)
     with torch.no_grad():
         [ours] = task.generate_text([prompt["input_ids"][0].tolist()], 10, 2)
     assert tokenizer.decode(plain, skip_special_tokens=True) == ours
+
+
+def test_retry_and_the_decoding_settings(exports, monkeypatch, capsys):
+    """/retry replaces the last reply (the same one when greedy, and says so; another when
+    sampling, the same sequence for the same seed); --max-new-tokens caps a greedy reply to the
+    start of the uncapped one; /retry with no reply of the client's turn to replace is refused."""
+    said = "最近、眠れない日が続いています。"
+    model = exports["counselor"]
+    code, greedy, err = chat(monkeypatch, capsys, model, lines=["/retry", said, "/retry"])
+    assert code == 0 and "nothing to retry" in err and "greedy decoding gives the same reply" in err
+    assert len(greedy) == 3 and greedy[1] == greedy[2]  # the opening, the reply, its retry
+
+    capped = chat(monkeypatch, capsys, model, "--max-new-tokens", 2, lines=[said])[1][1]
+    assert capped and greedy[1].startswith(capped) and capped != greedy[1]
+
+    sampled = [
+        chat(monkeypatch, capsys, model, "--temperature", 5, "--seed", seed, lines=[said, "/retry"])[1][1:]
+        for seed in (3, 3, 4)
+    ]
+    assert sampled[0] == sampled[1]  # the same seed, the same replies
+    assert sampled[0][0] != sampled[0][1] and sampled[0] != sampled[2] and greedy[1] not in sampled[0]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "problem"),
+    [("--temperature", "-1", "must be 0.0 or more"), ("--max-new-tokens", "0", "must be 1 or more"),
+     ("--max-new-tokens", "ten", "not a number")],
+)  # fmt: skip
+def test_a_bad_decoding_setting_is_refused_before_loading(flag, value, problem, exports, monkeypatch, capsys):
+    with pytest.raises(SystemExit) as exit:
+        chat(monkeypatch, capsys, exports["counselor"], flag, value, lines=[])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and f"argument {flag}: {problem}" in err and "loading" not in err
+
+
+def test_a_cap_that_leaves_no_room_for_the_prompt_is_one_line(exports, monkeypatch, capsys):
+    code, _, err = chat(monkeypatch, capsys, exports["counselor"], "--max-new-tokens", 384, lines=[])
+    assert code == 2 and err.count("\n") == 1 and "leaves no room for a prompt before max_new_tokens 384" in err
+
+
+def test_ctrl_c_at_a_terminal_prompt_clears_the_line_and_a_second_one_ends(exports):
+    """On a real terminal (a pseudo-terminal, as tmux gives): Ctrl-C while typing drops the line
+    and the chat goes on; /retry answers again; two Ctrl-C in a row end the chat (exit 0)."""
+    import os
+    import pty
+    import select
+    import sys
+    import time
+    from pathlib import Path
+
+    kokorozoo = Path(sys.executable).with_name("kokorozoo")
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: the chat, with the pseudo-terminal as its controlling terminal
+        os.execve(kokorozoo, [str(kokorozoo), "chat", str(exports["counselor"])], {**os.environ, "TERM": "dumb"})
+    screen = b""
+
+    def until(text: str, timeout: float = 120) -> str:
+        nonlocal screen
+        deadline = time.monotonic() + timeout
+        while text.encode() not in screen:
+            assert time.monotonic() < deadline, f"no {text!r} on the screen:\n{screen.decode(errors='replace')}"
+            if select.select([terminal], [], [], 1)[0]:
+                screen += os.read(terminal, 4096)
+        shown, screen = screen.decode(errors="replace"), screen[screen.index(text.encode()) + len(text.encode()) :]
+        return shown
+
+    try:
+        until("client> ")
+        os.write(terminal, "言いかけた".encode() + b"\x03")
+        assert "(Ctrl-C again or /quit to end)" in until("client> ")
+        os.write(terminal, "眠れません。\r".encode())
+        reply = until("client> ").split("counselor> ")[-1].split("\r\n")[0]
+        os.write(terminal, b"/retry\r")
+        retried = until("client> ")
+        assert "greedy decoding gives the same reply" in retried and f"counselor> {reply}" in retried
+        os.write(terminal, b"\x03")
+        until("client> ")
+        os.write(terminal, b"\x03")
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(terminal)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert "言いかけた" not in reply  # the cleared line never reached the model as a turn
