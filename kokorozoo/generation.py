@@ -77,7 +77,7 @@ class Sampling:
 
     temperature: float = 0.0
     seed: int = 0
-    _generators: dict = field(default_factory=dict, repr=False)
+    _generator: torch.Generator | None = field(default=None, repr=False)
     _calls: int = field(default=0, repr=False)
 
     def __post_init__(self):
@@ -99,11 +99,10 @@ class Sampling:
         """The next token of each row of ``logits`` [rows, vocabulary]."""
         if self.greedy:
             return logits.argmax(-1)
-        device = logits.device
-        if device not in self._generators:
-            self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
+        if self._generator is None:  # made on the first draw, on the model's device; it goes on from there
+            self._generator = torch.Generator(device=logits.device).manual_seed(self.seed)
         probs = torch.softmax(logits.float() / self.temperature, dim=-1)
-        return torch.multinomial(probs, 1, generator=self._generators[device]).squeeze(-1)
+        return torch.multinomial(probs, 1, generator=self._generator).squeeze(-1)
 
 
 GREEDY = Sampling()
@@ -201,10 +200,11 @@ def generate_continuing(
     on_token: Callable[[int, int], None] | None = None,
     sampling: Sampling = GREEDY,
 ) -> tuple[list[list[int]], list[PromptCache]]:
-    """Greedy continuations of prompts that extend earlier ones (the next turn of a chat or of a
-    simulated session), all decoded together: each prompt runs only its tokens after the longest
-    prefix it shares with its cache (the history computed in earlier turns), and each comes back
-    with the cache of its prompt and new tokens for its next turn. ``on_token(i, token)`` sees
+    """Continuations (greedy unless ``sampling`` says otherwise) of prompts that extend earlier
+    ones (the next turn of a chat or of a simulated session), all decoded together: each prompt
+    runs only its tokens after the longest prefix it shares with its cache (the history computed
+    in earlier turns), and each comes back with the cache of its prompt and new tokens for its
+    next turn. ``on_token(i, token)`` sees
     every new token of prompt ``i`` as it is chosen (streaming)."""
     if max_new_tokens <= 0:  # as generate
         raise ValueError(f"max_new_tokens must be greater than 0, but is {max_new_tokens}")
@@ -212,9 +212,17 @@ def generate_continuing(
     results: list[list[int]] = [[] for _ in prompts]
     kept: list[PromptCache] = [None] * len(prompts)  # type: ignore[list-item]
     _decode(
-        model, rows, results, max_new_tokens, min_new_tokens, stop_ids, pad_id, on_token=on_token, keep=(prompts, kept),
+        model,
+        rows,
+        results,
+        max_new_tokens,
+        min_new_tokens,
+        stop_ids,
+        pad_id,
+        on_token=on_token,
+        keep=(prompts, kept),
         sampling=sampling,
-    )  # fmt: skip
+    )
     return results, kept
 
 
@@ -288,8 +296,8 @@ def _decode(
     keep: tuple[Sequence[Sequence[int]], list[PromptCache]] | None = None,
     sampling: Sampling = GREEDY,
 ) -> None:
-    """Batched greedy decoding of ``rows`` from their caches, left-padded to a common length;
-    ``on_token`` sees each row's new tokens as they come, and ``keep`` = (prompts, out) gets each
+    """Batched decoding (greedy unless ``sampling`` says otherwise) of ``rows`` from their caches,
+    left-padded to a common length; ``on_token`` sees each row's new tokens as they come, and ``keep`` = (prompts, out) gets each
     row's cache of its prompt and new tokens (all but the last, which no forward has read)."""
     from transformers import DynamicCache
 

@@ -105,7 +105,8 @@ def _prompt_settings(task: Task, defaults: dict[str, Any], source: Path) -> dict
 class Speaker:
     """A response model as one side of conversations: the role it was trained to speak, the next
     turn of many conversations in one batch (greedy, the model's own ``max_new_tokens`` and
-    ``min_new_tokens``, unless :meth:`decode_with` says otherwise), each prompt cut to the model's length as its training cut it."""
+    ``min_new_tokens``, unless :meth:`decode_with` says otherwise), each prompt cut to the model's
+    length as its training cut it."""
 
     def __init__(self, task: Task, source: str | Path = "model"):
         self.task, self.source = task, str(source)
