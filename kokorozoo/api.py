@@ -19,8 +19,9 @@ from kokorozoo.data.loader import load_kokorochat
 from kokorozoo.data.splits import Split, response_split, score_split
 from kokorozoo.progress import progress
 from kokorozoo.records import Dialogue
-from kokorozoo.tasks.base import Task, load_task
+from kokorozoo.tasks.base import Task
 from kokorozoo.tasks.classification import ClassificationTask, classification_metrics
+from kokorozoo.tasks.model_files import load_task
 
 __all__ = [
     "IGNORE_INDEX",

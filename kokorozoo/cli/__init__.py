@@ -34,13 +34,11 @@ COMMANDS = (data, export, tasks, report, chat, simulate, baseline, seeds)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """The errors that are a user's mistake; the backbone's and the checkpoints' only once they
-    are imported (they import torch, which the light commands never need)."""
+    """The errors that are a user's mistake; the backbone's only once it is imported (it imports
+    torch, which the light commands never need). A model file's problems are UsageErrors."""
     errors: list[type[BaseException]] = [DataError, FileNotFoundError, UsageError, RegistryError]
     if "kokorozoo.backbone" in sys.modules:
         errors.append(sys.modules["kokorozoo.backbone"].BackboneError)
-    if "kokorozoo.tasks.base" in sys.modules:
-        errors.append(sys.modules["kokorozoo.tasks.base"].CheckpointError)
     return tuple(errors)
 
 

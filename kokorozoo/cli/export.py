@@ -11,13 +11,13 @@ from kokorozoo.errors import UsageError
 
 def _export(args: argparse.Namespace) -> int:
     from kokorozoo.evaluation.model_card import write_model_card
-    from kokorozoo.tasks.base import load_task
+    from kokorozoo.tasks.model_files import read_model
 
+    record = read_model(args.checkpoint)  # every problem found before anything is written
+    if record.is_export:
+        raise UsageError(f"{args.checkpoint}: already an export folder; kokorozoo export reads a checkpoint (.ckpt)")
     out_dir = output_folder(args.out_dir, args.overwrite)
-    try:
-        task = load_task(args.checkpoint)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    task = record.build()
     out = task.export(out_dir)
     write_model_card(out, _test_result(args.checkpoint))
     print(f"wrote the PEFT adapter, tokenizer, kokorozoo.json and model card of {args.checkpoint} to {out}")

@@ -46,9 +46,15 @@ from kokorozoo.errors import UsageError
 from kokorozoo.evaluation.writer import ResultWriter
 from kokorozoo.registry import discover_tasks
 from kokorozoo.runs import Interrupted, LastCheckpoint, finished_state, run_folder
-from kokorozoo.tasks.base import CHECKPOINT_KEY, Task, read_checkpoint, task_class
+from kokorozoo.tasks.base import Task, task_class
+from kokorozoo.tasks.model_files import read_checkpoint, read_model
 
 GPU_ACCELERATORS = ("gpu", "cuda")
+#: Lightning's ``ckpt_path`` keywords for checkpoints found elsewhere than in a file the user names.
+LIGHTNING_CHECKPOINT_KEYWORDS = {
+    "hpc": "SLURM auto-requeue checkpoints (hpc)",
+    "registry": "model-registry checkpoints (registry)",
+}
 
 
 class NothingToDo(Exception):
@@ -86,15 +92,23 @@ class KokorozooCLI(LightningCLI):
         if self.config[sub].get("weights_only", False) is None:  # Lightning's own loads: tensors and plain values only
             self.config[sub].weights_only = True
         ckpt_path = self.config[sub].get("ckpt_path")
-        if not ckpt_path or ckpt_path in ("best", "last", "hpc", "registry"):
-            return
-        saved = read_checkpoint(ckpt_path)
-        written_by = saved[CHECKPOINT_KEY]["task"]
-        configured = self.config[sub].get("model", {}).get("class_path")
-        if configured and task_class(configured) is not task_class(written_by):
+        if ckpt_path in LIGHTNING_CHECKPOINT_KEYWORDS:
             raise UsageError(
-                f"{ckpt_path} was written by {written_by.rpartition('.')[2]} ({written_by}), but the config names"
-                f" {configured.rpartition('.')[2]} ({configured}): use that task's config, or a checkpoint of this one"
+                f"--ckpt_path {ckpt_path}: give a checkpoint file (a best-*.ckpt or last.ckpt of a run's"
+                f" checkpoints folder); kokorozoo reads no {LIGHTNING_CHECKPOINT_KEYWORDS[ckpt_path]}"
+            )
+        if not ckpt_path or ckpt_path in ("best", "last"):
+            return
+        record = read_model(ckpt_path)  # the checkpoint checked, its task looked up among the registered
+        if record.is_export:
+            raise UsageError(f"--ckpt_path {ckpt_path}: an export folder; give a checkpoint file (.ckpt) of a run")
+        written_by = record.task
+        configured = self.config[sub].get("model", {}).get("class_path")
+        if configured and task_class(configured) is not written_by:
+            raise UsageError(
+                f"{ckpt_path} was written by {written_by.__name__} ({written_by.__module__}.{written_by.__qualname__}),"
+                f" but the config names {configured.rpartition('.')[2]} ({configured}): use that task's config, or a"
+                " checkpoint of this one"
             )
         self._kept = _reading_settings(configured, self.config[sub].model.init_args) if configured else {}
 

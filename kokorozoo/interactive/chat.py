@@ -27,21 +27,17 @@ COMMANDS = (
 CTRL_C_HINT = "(Ctrl-C again or /quit to end)"
 
 
-class TokenStreamer:
-    """Writes a reply as its tokens come, as it will be saved (:func:`turn_lines`: no blank
-    lines, no surrounding space), holding back while the text ends inside a character (a
-    byte-level token can split one). ``escape`` writes line breaks as ``\\n`` (one reply, one line)."""
+class TextStreamer:
+    """Writes a reply as its text comes, as it will be saved (:func:`turn_lines`: no blank
+    lines, no surrounding space). ``escape`` writes line breaks as ``\\n`` (one reply, one line)."""
 
-    def __init__(self, tokenizer, out: TextIO, escape: bool = False):
-        self.tokenizer, self.out, self.escape = tokenizer, out, escape
-        self.ids: list[int] = []
+    def __init__(self, out: TextIO, escape: bool = False):
+        self.out, self.escape = out, escape
         self.shown = 0
 
-    def put(self, token: int) -> None:
-        self.ids.append(token)
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if not text.endswith("\ufffd"):
-            self._show(text)
+    def put(self, text: str) -> None:
+        """The reply so far."""
+        self._show(text)
 
     def finish(self, text: str) -> None:
         """Show the rest of the final reply and end its line."""
@@ -91,11 +87,11 @@ class Chat:
         if self.session.utterances:
             self._streamer().finish(self.session.turns()[0].text)
 
-    def _streamer(self) -> TokenStreamer:
+    def _streamer(self) -> TextStreamer:
         """Where the counselor's next turn is shown: after its prompt on a terminal, else one line."""
         if self.terminal:
             self.out.write(COUNSELOR_PROMPT)
-        return TokenStreamer(self.counselor.tokenizer, self.out, escape=not self.terminal)
+        return TextStreamer(self.out, escape=not self.terminal)
 
     def handle(self, line: str) -> bool:
         """Act on one input line; False when the chat should end."""
@@ -113,9 +109,12 @@ class Chat:
         streamer = self._streamer()
         session = self.session
         [text], [session.caches["counselor"]] = self.counselor.next_turns(
-            [session.turns()], [session.caches.get("counselor")], on_token=lambda _, token: streamer.put(token)
+            [session.turns()], [session.caches.get("counselor")], on_text=lambda _, text: streamer.put(text)
         )
-        streamer.finish(text)
+        streamer.finish(text or "")
+        if text is None:  # a model behind an endpoint whose request failed after its retries
+            print("(the request failed after its retries: your turn is kept; write more, or /quit)", file=self.err)
+            return ""
         if not session.add("counselor", text, _now()):
             print("(the counselor said nothing)", file=self.err)
         return text

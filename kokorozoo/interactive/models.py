@@ -7,7 +7,6 @@ config file is needed.
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from collections.abc import Callable, Sequence
@@ -31,19 +30,31 @@ from kokorozoo.generation import (
     shared_prefix_supported,
 )
 from kokorozoo.records import Dialogue, Role
-from kokorozoo.tasks.base import CHECKPOINT_KEY, EXPORT_INFO, Task, load_task, read_checkpoint, task_class
+from kokorozoo.tasks.base import Task
+from kokorozoo.tasks.model_files import ModelRecord, read_model
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ModelFile:
-    """An export folder or a checkpoint, checked: the task class it holds and the prompt settings
-    it records (what a command checks before loading any model)."""
+    """An export folder or a checkpoint, checked (:func:`~kokorozoo.tasks.model_files.read_model`):
+    the task class it holds and the prompt settings it records (what a command checks before
+    loading any model)."""
 
-    path: Path
-    task: type[Task]
-    prompt: dict[str, Any]
+    record: ModelRecord
+
+    @property
+    def path(self) -> Path:
+        return self.record.path
+
+    @property
+    def task(self) -> type[Task]:
+        return self.record.task
+
+    @property
+    def prompt(self) -> dict[str, Any]:
+        return self.record.prompt
 
     def load(self) -> Task:
         """The task, ready to predict. What the libraries print while loading and a user can do
@@ -57,35 +68,24 @@ class ModelFile:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
-                return Task.from_export(self.path) if self.path.is_dir() else load_task(self.path)
+                return self.record.build()
         finally:
             if shown:
                 hf_logging.enable_progress_bar()
 
 
 def find_model(path: str | Path, kinds: tuple[type[Task], ...], what: str) -> ModelFile:
-    """The export folder (``kokorozoo export``) or ``.ckpt`` at ``path``; a missing or foreign
-    path, or a task that is none of ``kinds``, is a one-line :class:`UsageError` (``what`` names
-    the model in it)."""
+    """The export folder (``kokorozoo export``) or ``.ckpt`` at ``path``, checked; a missing or
+    malformed path, or a task that is none of ``kinds``, is a one-line :class:`UsageError`
+    (``what`` names the model in it)."""
     path = Path(path)
-    if path.is_dir():
-        if not (path / EXPORT_INFO).is_file():
-            raise UsageError(
-                f"{path}: not a kokorozoo export (no {EXPORT_INFO}): make one with `kokorozoo export CKPT {path}`"
-            )
-        info = json.loads((path / EXPORT_INFO).read_text(encoding="utf-8"))
-    elif path.is_file():
-        info = read_checkpoint(path)[CHECKPOINT_KEY]
-    else:
+    if not path.exists():
         raise UsageError(f"{path}: no such model folder or checkpoint ({what})")
-    try:
-        cls = task_class(info["task"])
-    except (ImportError, AttributeError) as e:
-        raise UsageError(f"{path}: its task {info['task']} cannot be imported ({e})") from None
-    if not issubclass(cls, kinds):
+    record = read_model(path)
+    if not issubclass(record.task, kinds):
         expected = " or ".join(k.__name__ for k in kinds)
-        raise UsageError(f"{path}: holds a {cls.__name__}, but {what} must be a {expected}")
-    return ModelFile(path, cls, dict(info.get("prompt") or {}))
+        raise UsageError(f"{path}: holds a {record.task.__name__}, but {what} must be a {expected}")
+    return ModelFile(record)
 
 
 def _prompt_settings(task: Task, defaults: dict[str, Any], source: Path) -> dict[str, Any]:
@@ -178,11 +178,13 @@ class Speaker:
         self,
         histories: Sequence[Sequence[Turn]],
         caches: Sequence[PromptCache | None] | None = None,
-        on_token: Callable[[int, int], None] | None = None,
+        on_text: Callable[[int, str], None] | None = None,
     ) -> tuple[list[str], list[PromptCache | None]]:
         """This speaker's next turn after each history, and the caches to pass with the next
-        call for the same conversations (history computed once, not once per turn)."""
+        call for the same conversations (history computed once, not once per turn);
+        ``on_text(i, text_so_far)`` as conversation ``i``'s tokens come."""
         prompts = [self.prompt(turns) for turns in histories]
+        on_token = self._text_callback(len(prompts), on_text) if on_text else None
         caches = list(caches) if caches is not None else [None] * len(prompts)
         settings = dict(
             max_new_tokens=self.max_new_tokens,
@@ -201,6 +203,19 @@ class Speaker:
                 for token in tokens:
                     on_token(i, token)
         return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)], caches
+
+    def _text_callback(self, n: int, on_text: Callable[[int, str], None]) -> Callable[[int, int], None]:
+        """A per-token callback calling ``on_text`` with each conversation's text so far, held
+        back while it ends inside a character (a byte-level token can split one)."""
+        ids: list[list[int]] = [[] for _ in range(n)]
+
+        def on_token(i: int, token: int) -> None:
+            ids[i].append(token)
+            text = self.tokenizer.decode(ids[i], skip_special_tokens=True)
+            if not text.endswith("\ufffd"):
+                on_text(i, text)
+
+        return on_token
 
 
 class Rater:

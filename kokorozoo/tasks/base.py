@@ -25,8 +25,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import pickle
-import re
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -45,6 +43,7 @@ from kokorozoo.backbone import (
     trainable_state_dict,
 )
 from kokorozoo.chat_format import stop_token_ids
+from kokorozoo.errors import UsageError
 from kokorozoo.generation import generate_padded, generate_shared_prefix, shared_prefix_supported
 from kokorozoo.tasks.loss import DEFAULT_LOSS_CHUNK, labelled_token_loss
 
@@ -390,18 +389,21 @@ class Task(LightningModule):
         )
 
     def load_head(self, folder: Path, info: dict) -> None:
-        """The exported head, in place of the fresh one ``configure_heads`` made."""
+        """The exported head, in place of the fresh one ``configure_heads`` made (the folder
+        already checked by :func:`kokorozoo.tasks.model_files.read_export`)."""
         from safetensors.torch import load_file
 
         saved = info.get(self.head_name)
         if saved is None:
-            raise ValueError(
+            raise UsageError(
                 f"{folder}: the export holds no {self.head_name} of {type(self).__name__} (written"
                 " before it was saved): export the checkpoint again"
             )
         for key, expected in self.head_description().items():
             if isinstance(expected, list) and saved.get(key) != expected:
-                raise ValueError(f"{folder}: the head's {key} {saved.get(key)} are not this task's {expected}")
+                raise UsageError(
+                    f"{Path(folder) / EXPORT_INFO}: {self.head_name}.{key}: {saved.get(key)} are not this task's {expected}"
+                )
         tensors = load_file(Path(folder) / saved["file"])
         for name in self.head_buffers:
             getattr(self, name).copy_(tensors.pop(name))
@@ -411,69 +413,10 @@ class Task(LightningModule):
     def from_export(cls, folder: str | os.PathLike) -> Task:
         """The task an exported folder holds, ready to predict (in a fresh process too): the
         backbone its ``kokorozoo.json`` names, the PEFT adapter loaded onto it, and the task's
-        extras (heads)."""
-        from peft import PeftModel
+        extras (heads); every file checked first (:mod:`kokorozoo.tasks.model_files`)."""
+        from kokorozoo.tasks.model_files import load_export
 
-        folder = Path(folder)
-        info = json.loads((folder / EXPORT_INFO).read_text(encoding="utf-8"))
-        task = _instantiate(info["task"], info["settings"], expected=cls)
-        backbone = task.load_backbone(lora=False)
-        if (folder / "adapter_config.json").exists():
-            backbone.model = PeftModel.from_pretrained(backbone.model, folder)
-        task._attach(backbone)
-        if task.head_name is not None:
-            task.load_head(folder, info)
-        task.prompt_settings = dict(info.get("prompt") or {})
-        return task.eval()
-
-
-class CheckpointError(ValueError):
-    """A checkpoint a user named cannot be used: the message names the file and why."""
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A kokorozoo checkpoint's contents (on the CPU); one-line errors for a missing, truncated,
-    foreign or garbage file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if named := re.search(r"GLOBAL (\S+)", str(e)):  # an object to import and call: what runs code
-            raise CheckpointError(
-                f"{path}: refused: it holds a Python object ({named.group(1)}) beyond tensors and plain values, and"
-                " unpickling it could run code (kokorozoo reads checkpoints with weights_only=True); use a checkpoint"
-                " written by kokorozoo fit"
-            ) from None
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or not a checkpoint)") from None
-    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a file that is not a checkpoint
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or not a checkpoint: {reason})") from None
-    if not isinstance(saved, dict) or CHECKPOINT_KEY not in saved or "task" not in saved[CHECKPOINT_KEY]:
-        raise CheckpointError(f"{path}: not a kokorozoo checkpoint (no {CHECKPOINT_KEY!r} entry)")
-    return saved
-
-
-def load_task(checkpoint: str | os.PathLike) -> Task:
-    """The task a kokorozoo checkpoint was written by, with its trained tensors loaded."""
-    saved = read_checkpoint(checkpoint)
-    task = _instantiate(saved[CHECKPOINT_KEY]["task"], saved["hyper_parameters"])
-    task.configure_model()
-    task.on_load_checkpoint(saved)
-    task.load_state_dict(saved["state_dict"], strict=False)
-    task.prompt_settings = dict(saved[CHECKPOINT_KEY].get("prompt") or {})
-    task.eval()
-    return task
-
-
-def _instantiate(class_path: str, settings: dict, expected: type = Task) -> Task:
-    """The task class at ``class_path`` built with its saved settings (LightningCLI's private
-    entries such as ``_class_path`` are not init arguments)."""
-    cls = task_class(class_path)
-    if not issubclass(cls, expected):
-        raise ValueError(f"{class_path} is not a {expected.__name__}")
-    return cls(**{k: v for k, v in settings.items() if not k.startswith("_")})
+        return load_export(folder, expected=cls)
 
 
 def task_class(class_path: str) -> type:

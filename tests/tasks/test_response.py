@@ -144,7 +144,7 @@ print(json.dumps(out[0].tolist()))
 
 
 def test_export_reloads_in_a_fresh_process_with_equal_generations(fitted, tmp_path, kokorochat, capsys):
-    from kokorozoo.tasks.base import load_task
+    from kokorozoo.tasks.model_files import load_task
 
     ckpt = next((run_dir(fitted) / "checkpoints").glob("best-*.ckpt"))
     out = tmp_path / "adapter"

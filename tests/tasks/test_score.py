@@ -390,7 +390,7 @@ def statistics_heads_fit(fit_args, tmp_path_factory):
 
 @pytest.mark.parametrize("features", ["none", "statistics"])
 def test_heads_export_reload_in_a_fresh_process_predicts_the_same(features, request, score_batch, tmp_path):
-    from kokorozoo.tasks.base import load_task
+    from kokorozoo.tasks.model_files import load_task
 
     fit = request.getfixturevalue("heads_fit" if features == "none" else "statistics_heads_fit")
     ckpt = next((run_dir(fit) / "checkpoints").glob("best-*.ckpt"))
@@ -462,7 +462,7 @@ def test_an_export_stands_alone_its_heads_reproduced_without_kokorozoo(heads_fit
     """The export names its base model, its quantization, its licence and its figures, and a
     user with transformers + peft alone gets the heads' predictions from it."""
     from kokorozoo.data import find_root
-    from kokorozoo.tasks.base import load_task
+    from kokorozoo.tasks.model_files import load_task
 
     version = run_dir(heads_fit)
     report = json.loads((version / "metrics.json").read_text())

@@ -94,7 +94,7 @@ def test_reloaded_checkpoint_predicts_the_same(fitted, kokorochat, tiny_tokenize
     checkpoint into the trained model) equal those of a new task built by load_task from that
     checkpoint alone (its head first initialized from another seed). The core suite checks the
     same checkpoint machinery in a fresh process."""
-    from kokorozoo.tasks.base import load_task
+    from kokorozoo.tasks.model_files import load_task
 
     dm = TopicDataModule(max_length=128, limit_test=6, eval_batch_size=16)  # the fit's test batch
     dm._data = kokorochat
@@ -163,5 +163,5 @@ def test_an_export_without_the_head_is_refused(tmp_path):
     task = TopicTask()
     with pytest.raises(ValueError, match="the export holds no head of TopicTask .*: export the checkpoint again$"):
         task.load_head(tmp_path, {"task": "kokorozoo_topic.task.TopicTask"})
-    with pytest.raises(ValueError, match="the head's topics .* are not this task's"):
+    with pytest.raises(ValueError, match=r"kokorozoo.json: head.topics: .* are not this task's"):
         task.load_head(tmp_path, {"head": {"file": "topic_head.safetensors", "topics": list(reversed(TOPICS))}})
