@@ -141,12 +141,19 @@ def _load(ep: EntryPoint, dist: str, version: str) -> TaskEntry:
         obj = ep.load()
     except Exception as e:  # noqa: BLE001 - a broken plugin must not break the CLI
         return TaskEntry(ep.name, ep.value, dist, None, _one_line(e), version)
-    from kokorozoo.tasks.base import Task
-
-    if not (isinstance(obj, type) and issubclass(obj, Task)):
+    if not _is_task(obj):
         error = f"TypeError: {ep.value} is not a kokorozoo Task subclass"
         return TaskEntry(ep.name, ep.value, dist, None, error, version)
     return TaskEntry(ep.name, ep.value, dist, obj, None, version)
+
+
+#: The base every task derives from, named rather than imported: the registry sits below the
+#: tasks (the model-file reader in ``kokorozoo.tasks`` looks tasks up here).
+TASK_BASE = "kokorozoo.tasks.base.Task"
+
+
+def _is_task(obj: object) -> bool:
+    return isinstance(obj, type) and any(f"{c.__module__}.{c.__qualname__}" == TASK_BASE for c in obj.__mro__)
 
 
 def _kind(entry: TaskEntry) -> str:

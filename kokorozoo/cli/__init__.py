@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from kokorozoo.cli import baseline, chat, data, export, report, seeds, simulate, tasks
+from kokorozoo.cli import baseline, chat, data, export, report, seeds, serve, simulate, tasks
 from kokorozoo.cli.common import USAGE_ERROR, fail, quiet_foreign_noise
 from kokorozoo.data.validation import DataError
 from kokorozoo.errors import UsageError
@@ -30,7 +30,7 @@ LIGHTNING_SUMMARIES = {
 }
 assert tuple(LIGHTNING_SUMMARIES) == LIGHTNING_COMMANDS
 #: The other commands, in the order ``kokorozoo --help`` lists them.
-COMMANDS = (data, export, tasks, report, chat, simulate, baseline, seeds)
+COMMANDS = (data, export, tasks, report, chat, simulate, serve, baseline, seeds)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -6,22 +6,27 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kokorozoo.cli.common import at_least, interruptible
+from kokorozoo.cli.common import add_endpoint_options, at_least, endpoint_settings, interruptible
 
 
 def _chat(args: argparse.Namespace) -> int:
     from kokorozoo.generation import Sampling
     from kokorozoo.interactive.chat import Chat, run_chat
-    from kokorozoo.interactive.models import Rater, Speaker
+    from kokorozoo.interactive.models import Rater
+    from kokorozoo.interactive.remote import find_speaker, load_speaker, report_usage
 
-    counselor = Speaker.find(args.model, "counselor", "the chat's model")
+    settings = endpoint_settings(args)
+    counselor = find_speaker(args.model, "counselor", "the chat's model", settings, args.system_prompt)
     rater = Rater.find(args.rate) if args.rate else None
     terminal = sys.stdin.isatty() and sys.stdout.isatty()
     if terminal:
         print(f"loading {args.model} ...", file=sys.stderr)
-    counselor, rater = Speaker.load(counselor), rater and Rater.load(rater)
+    counselor, rater = load_speaker(counselor), rater and Rater.load(rater)
     counselor.decode_with(args.max_new_tokens, Sampling(args.temperature, args.seed))
-    return run_chat(Chat(counselor, rater, opening=args.opening, terminal=terminal))
+    try:
+        return run_chat(Chat(counselor, rater, opening=args.opening, terminal=terminal))
+    finally:
+        report_usage(counselor)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -37,7 +42,17 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "ends the chat. At the prompt Ctrl-C clears the line and a second Ctrl-C ends the chat. Without a "
         "terminal, each stdin line is a client turn and each reply one line on stdout.",
     )
-    chat.add_argument("model", help="an exported response model (kokorozoo export) or a .ckpt of one")
+    chat.add_argument(
+        "model",
+        help="an exported response model (kokorozoo export), a .ckpt of one, or MODEL@URL: a model behind an"
+        " OpenAI-compatible endpoint (kokorozoo serve, vLLM, an API)",
+    )
+    chat.add_argument(
+        "--system-prompt",
+        metavar="TEXT",
+        help="for a MODEL@URL: the system message before the session (default: none; a kokorozoo serve model then"
+        " uses the one it was trained with)",
+    )
     chat.add_argument(
         "--rate",
         metavar="SCORER",
@@ -63,4 +78,5 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         metavar="N",
         help="the longest reply in tokens (default: the model's own, as it was trained and tested)",
     )
+    add_endpoint_options(chat)
     chat.set_defaults(handler=interruptible(_chat))

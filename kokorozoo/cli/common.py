@@ -114,3 +114,45 @@ def at_least(lowest, kind):
         return value
 
     return parse
+
+
+def add_endpoint_options(parser: argparse.ArgumentParser) -> None:
+    """How a model given as ``MODEL@URL`` (an OpenAI-compatible endpoint) is reached; see
+    :class:`kokorozoo.endpoints.client.Endpoint`."""
+    group = parser.add_argument_group(
+        "models behind an OpenAI-compatible endpoint",
+        "A model given as MODEL@URL (gpt-4o@https://api.openai.com/v1, or a kokorozoo serve / vLLM server) is asked"
+        " over the API; answers are cached on disk (KOKOROZOO_ENDPOINT_CACHE, default in KOKOROZOO_CACHE), so a"
+        " rerun sends only what was not answered before.",
+    )
+    group.add_argument(
+        "--api-key-env",
+        default="OPENAI_API_KEY",
+        metavar="VAR",
+        help="the environment variable holding the key (default: OPENAI_API_KEY; a server on this machine needs none)",
+    )
+    group.add_argument(
+        "--concurrency", type=at_least(1, int), default=4, help="requests in flight at once (default: 4)"
+    )
+    group.add_argument(
+        "--request-timeout",
+        type=at_least(1.0, float),
+        default=120.0,
+        metavar="SECONDS",
+        help="the longest one request may take (default: 120)",
+    )
+    group.add_argument(
+        "--max-retries",
+        type=at_least(0, int),
+        default=5,
+        help="retries of a request answered 408/409/429/5xx or cut off, with backoff and Retry-After (default: 5)",
+    )
+
+
+def endpoint_settings(args: argparse.Namespace) -> dict:
+    return {
+        "api_key_env": args.api_key_env,
+        "concurrency": args.concurrency,
+        "timeout": args.request_timeout,
+        "max_retries": args.max_retries,
+    }

@@ -6,37 +6,42 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kokorozoo.cli.common import interruptible, output_folder
+from kokorozoo.cli.common import add_endpoint_options, endpoint_settings, interruptible, output_folder
 
 
 def _simulate(args: argparse.Namespace) -> int:
     from kokorozoo.data import load_kokorochat
-    from kokorozoo.interactive.models import Rater, Speaker
+    from kokorozoo.interactive.models import Rater
+    from kokorozoo.interactive.remote import find_speaker, load_speaker, report_usage
     from kokorozoo.interactive.simulate import SESSIONS_FOLDER, check_settings, simulate
 
     check_settings(args.sessions, args.turns, args.opening_turns)
     out = Path(args.out)
     folder = output_folder(out / SESSIONS_FOLDER, args.overwrite)
-    counselor = Speaker.find(args.counselor, "counselor", "--counselor")
-    client = Speaker.find(args.client, "client", "--client")
+    settings = endpoint_settings(args)
+    counselor = find_speaker(args.counselor, "counselor", "--counselor", settings, args.counselor_system_prompt)
+    client = find_speaker(args.client, "client", "--client", settings, args.client_system_prompt)
     rater = Rater.find(args.scorer) if args.scorer else None
     data = load_kokorochat(args.root)
-    counselor, client, rater = Speaker.load(counselor), Speaker.load(client), rater and Rater.load(rater)
+    counselor, client, rater = load_speaker(counselor), load_speaker(client), rater and Rater.load(rater)
     if args.overwrite and folder.is_dir():
         for old in folder.glob("*.json"):
             old.unlink()
-    result = simulate(
-        data.dialogues,
-        counselor,
-        client,
-        rater,
-        args.sessions,
-        args.turns,
-        args.opening_turns,
-        args.seed,
-        out,
-        args.batch_size,
-    )
+    try:
+        result = simulate(
+            data.dialogues,
+            counselor,
+            client,
+            rater,
+            args.sessions,
+            args.turns,
+            args.opening_turns,
+            args.seed,
+            out,
+            args.batch_size,
+        )
+    finally:
+        report_usage(counselor, client)
     summary, timing = result["summary"], result["timing"]
     print(
         f"{summary['sessions']} sessions ({summary['ended']}), {timing['rounds']} rounds in {timing['seconds']:.1f} s:"
@@ -63,8 +68,20 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "(KokoroChat JSON files), OUT/scores.csv and OUT/summary.json (with --scorer: predicted against real "
         "scores). Deterministic for a seed.",
     )
-    sim.add_argument("--counselor", required=True, help="an exported counselor model (or its .ckpt)")
-    sim.add_argument("--client", required=True, help="an exported client model (data.init_args.role: client)")
+    sim.add_argument(
+        "--counselor", required=True, help="an exported counselor model (or its .ckpt), or MODEL@URL (an endpoint)"
+    )
+    sim.add_argument(
+        "--client",
+        required=True,
+        help="an exported client model (data.init_args.role: client), or MODEL@URL (an endpoint)",
+    )
+    for side in ("counselor", "client"):
+        sim.add_argument(
+            f"--{side}-system-prompt",
+            metavar="TEXT",
+            help=f"for a --{side} MODEL@URL: the system message before each session (default: none)",
+        )
     sim.add_argument("--scorer", help="an exported score-heads (or score) model rating every finished session")
     sim.add_argument("--sessions", type=int, default=8, help="how many sessions (default: 8)")
     sim.add_argument(
@@ -83,4 +100,5 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     sim.add_argument("--out", default="runs/simulate", help="the output folder (default: runs/simulate)")
     sim.add_argument("--overwrite", action="store_true", help="replace the sessions of an earlier run in --out")
     sim.add_argument("--root", help="the KokoroChat folder (default: searched, see kokorozoo data stats --help)")
+    add_endpoint_options(sim)
     sim.set_defaults(handler=interruptible(_simulate))

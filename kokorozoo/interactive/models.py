@@ -202,6 +202,8 @@ class Speaker:
             for i, tokens in enumerate(new_tokens if on_token else []):
                 for token in tokens:
                     on_token(i, token)
+        #: How many tokens each conversation's turn took (its stop token included): what it cost.
+        self.new_token_counts = [len(tokens) for tokens in new_tokens]
         return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)], caches
 
     def _text_callback(self, n: int, on_text: Callable[[int, str], None]) -> Callable[[int, int], None]:

@@ -108,7 +108,9 @@ class Simulation:
         texts, caches = speaker.next_turns([s.turns() for s in batch], [s.caches.get(role) for s in batch])
         for session, text, cache in zip(batch, texts, caches):
             session.caches[role] = cache
-            if not session.add(role, text, session.utterances[-1].time + TURN_INTERVAL):
+            if text is None:  # an endpoint's request that failed after its retries: counted, not dropped
+                session.ended = "request_failed"
+            elif not session.add(role, text, session.utterances[-1].time + TURN_INTERVAL):
                 session.ended = "empty_turn"
             elif role == "counselor" and closes(text):
                 session.ended = "closed"

@@ -19,7 +19,7 @@ def test_every_command_is_listed_once_lightnings_first(capsys):
         for line in shown.split("COMMAND\n", 1)[1].split("\n\n")[0].splitlines()
         if line.startswith("    ") and not line.startswith("     ")
     ]
-    assert names == ["fit", "validate", "test", "predict", "data", "export", "tasks", "report", "chat", "simulate",
+    assert names == ["fit", "validate", "test", "predict", "data", "export", "tasks", "report", "chat", "simulate", "serve",
                      "baseline", "seeds"]  # fmt: skip
     assert len(COMMANDS) + 4 == len(names)
     assert "KOKOROCHAT_ROOT" in shown and "PL_*" in shown  # the environment a run reads, and what it does not
