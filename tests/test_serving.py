@@ -200,3 +200,45 @@ def test_vllm_is_told_what_it_can_load(exports, tmp_path, capsys):
     assert f"--lora-modules kokoro-high={paper_like.resolve()}" in command
     assert f"--chat-template {paper_like.resolve() / 'chat_template.jinja'}" in command
     assert "--max-model-len 384" in command
+
+
+def test_a_response_test_through_the_endpoint_is_the_local_test(served, exports, tmp_path, monkeypatch, capsys):
+    """``kokorozoo test`` of EndpointResponseTask against the served counselor writes the same
+    generations, metrics and baselines as ``kokorozoo test`` of the checkpoint itself, and counts
+    what the requests cost."""
+    from conftest import REPO, SMALL_TINY
+
+    monkeypatch.setenv("KOKOROZOO_ENDPOINT_CACHE", str(tmp_path / "answers.sqlite"))
+    [ckpt] = exports["counselor"].parent.glob("lightning_logs/version_*/checkpoints/last.ckpt")
+    common = [
+        "test",
+        "--config",
+        str(REPO / "configs" / "response.yaml"),
+        "--data.init_args.max_length=384",
+        "--data.init_args.limit_test=2",
+        "--model.init_args.max_new_tokens=10",
+        "--model.init_args.min_new_tokens=2",
+        "--trainer.enable_progress_bar=false",
+    ]
+    assert main([*common, f"--ckpt_path={ckpt}", f"--trainer.default_root_dir={tmp_path / 'local'}"]) == 0
+    remote = [
+        "--model=EndpointResponseTask",
+        f"--model.init_args.endpoint=counselor@{served['counselor']}",
+        *[f"--model.init_args.tiny.{k}={v}" for k, v in SMALL_TINY.items()],  # the tokenizer that cuts histories
+        f"--trainer.default_root_dir={tmp_path / 'remote'}",
+    ]
+    capsys.readouterr()
+    assert main([*common, *remote]) == 0
+    assert "requests sent, 0 answered from the cache" in capsys.readouterr().out
+
+    def run(name):
+        [folder] = (tmp_path / name).glob("lightning_logs/version_*")
+        rows = [json.loads(line) for line in (folder / "generations.jsonl").read_text().splitlines()]
+        return json.loads((folder / "metrics.json").read_text()), rows
+
+    (local, local_rows), (served_result, served_rows) = run("local"), run("remote")
+    assert [r["generation"] for r in served_rows] == [r["generation"] for r in local_rows] and len(local_rows) > 10
+    assert served_result["metrics"] == local["metrics"] and served_result["baselines"] == local["baselines"]
+    endpoint = served_result["endpoint"]
+    assert endpoint["model"] == "counselor" and endpoint["requests"] == len(served_rows) and endpoint["failed"] == 0
+    assert endpoint["completion_tokens"] > 0 and "zero_shot" not in served_result

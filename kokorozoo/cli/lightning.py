@@ -187,7 +187,7 @@ class KokorozooCLI(LightningCLI):
 
     def _before_evaluation(self) -> None:
         self._check_writable()
-        if self.config[self.subcommand].get("ckpt_path"):
+        if self.config[self.subcommand].get("ckpt_path") or self.model.remote:
             return
         if self.model.has_heads():
             raise UsageError(

@@ -40,6 +40,14 @@ LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
 Message = dict[str, str]
 
 
+def chat_messages(turns: Sequence[tuple[str, str]], role: str, system_prompt: str | None = None) -> list[Message]:
+    """``(role, text)`` turns as chat messages for ``role``'s next turn: its own turns are the
+    ``assistant``'s, the other side's the ``user``'s, after the system prompt when there is one."""
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages += [{"role": "assistant" if speaker == role else "user", "content": text} for speaker, text in turns]
+    return messages
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """Where a model is served and how it is asked.

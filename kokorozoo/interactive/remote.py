@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from kokorozoo.endpoints.client import Endpoint, EndpointClient, Message
+from kokorozoo.endpoints.client import Endpoint, EndpointClient, Message, chat_messages
 from kokorozoo.generation import Sampling
 from kokorozoo.records import Role, Turn
 
@@ -46,10 +46,7 @@ class EndpointSpeaker:
 
     def messages(self, turns: Sequence[Turn]) -> list[Message]:
         """``turns`` as chat messages for this speaker's next turn."""
-        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        for turn in turns:
-            messages.append({"role": "assistant" if turn.role == self.role else "user", "content": turn.text})
-        return messages
+        return chat_messages([(turn.role, turn.text) for turn in turns], self.role, self.system_prompt)
 
     def next_turns(
         self,

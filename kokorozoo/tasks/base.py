@@ -109,6 +109,9 @@ class Task(LightningModule):
     #: Settings of how a trained model is read (not of what was trained): a user's value for one
     #: of them wins over the checkpoint's at ``test``/``predict --ckpt_path``.
     reading_settings: tuple[str, ...] = ()
+    #: The model is not loaded here but asked over an API (:mod:`kokorozoo.tasks.endpoint`): no
+    #: weights, no checkpoint, not zero-shot.
+    remote: bool = False
 
     def __init__(
         self,

@@ -28,6 +28,8 @@ class GenerationRequest:
     prompt_ids: list[int]
     reference: str
     previous: str = ""
+    #: The history turns the prompt holds, as (role, text): what a model behind an endpoint is sent.
+    history: tuple[tuple[str, str], ...] = ()
 
 
 class ResponseDataModule(KokoroChatDataModule):
@@ -110,7 +112,10 @@ class ResponseDataModule(KokoroChatDataModule):
         for dialogue_id, t in chosen:
             prompt, first_turn = generation_prompt(encoded[dialogue_id], t, budget)
             text = turns[dialogue_id]
-            requests.append(GenerationRequest(dialogue_id, t, t - first_turn, prompt, text[t].text, text[t - 1].text))
+            history = tuple((turn.role, turn.text) for turn in text[first_turn:t])
+            requests.append(
+                GenerationRequest(dialogue_id, t, t - first_turn, prompt, text[t].text, text[t - 1].text, history)
+            )
         return requests
 
     def collate(self, samples: Sequence, part: Part) -> dict:
