@@ -117,4 +117,3 @@ class EndpointResponseTask(ResponseTask):
 
 def _texts(outputs: list[dict[str, Any] | None]) -> list[str]:
     return [(answer or {}).get("text", "").strip() for answer in outputs]
-
