@@ -7,21 +7,32 @@ import argparse
 from pathlib import Path
 
 from kokorozoo.cli.common import add_endpoint_options, endpoint_settings, interruptible, output_folder
+from kokorozoo.errors import UsageError
 
 
 def _simulate(args: argparse.Namespace) -> int:
     from kokorozoo.data import load_kokorochat
+    from kokorozoo.endpoints.client import Endpoint
     from kokorozoo.interactive.models import Rater
-    from kokorozoo.interactive.remote import find_speaker, load_speaker, report_usage
+    from kokorozoo.interactive.remote import connect, find_speaker, load_speaker, report_usage
     from kokorozoo.interactive.simulate import SESSIONS_FOLDER, check_settings, simulate
 
     check_settings(args.sessions, args.turns, args.opening_turns)
     out = Path(args.out)
     folder = output_folder(out / SESSIONS_FOLDER, args.overwrite)
+    from kokorozoo.interactive.judged import CLIENT_PROMPT, Judge
+
     settings = endpoint_settings(args)
+    prompted = args.client_prompt == "appendix-e"
+    if prompted and not Endpoint.names_one(args.client):
+        raise UsageError(
+            f"--client-prompt appendix-e prompts a model behind an endpoint: give --client as MODEL@URL, not {args.client}"
+        )
+    client_prompt = args.client_system_prompt or (CLIENT_PROMPT if prompted else None)
     counselor = find_speaker(args.counselor, "counselor", "--counselor", settings, args.counselor_system_prompt)
-    client = find_speaker(args.client, "client", "--client", settings, args.client_system_prompt)
+    client = find_speaker(args.client, "client", "--client", settings, client_prompt)
     rater = Rater.find(args.scorer) if args.scorer else None
+    judge = Judge(connect(Endpoint.parse(args.judge, **settings))) if args.judge else None
     data = load_kokorochat(args.root)
     counselor, client, rater = load_speaker(counselor), load_speaker(client), rater and Rater.load(rater)
     if args.overwrite and folder.is_dir():
@@ -39,9 +50,11 @@ def _simulate(args: argparse.Namespace) -> int:
             args.seed,
             out,
             args.batch_size,
+            prompted_client=prompted,
+            judge=judge,
         )
     finally:
-        report_usage(counselor, client)
+        report_usage(counselor, client, *([judge.client] if judge else []))
     summary, timing = result["summary"], result["timing"]
     print(
         f"{summary['sessions']} sessions ({summary['ended']}), {timing['rounds']} rounds in {timing['seconds']:.1f} s:"
@@ -100,5 +113,19 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     sim.add_argument("--out", default="runs/simulate", help="the output folder (default: runs/simulate)")
     sim.add_argument("--overwrite", action="store_true", help="replace the sessions of an earlier run in --out")
     sim.add_argument("--root", help="the KokoroChat folder (default: searched, see kokorozoo data stats --help)")
+    sim.add_argument(
+        "--client-prompt",
+        choices=["appendix-e"],
+        help="appendix-e: the client (a MODEL@URL) follows the paper's Appendix E instructions (a nervous client"
+        " in distress with one or more of its troubles) and may end a session with <end> after 10 exchanges"
+        " (use --turns 40: 20 exchanges at most)",
+    )
+    sim.add_argument(
+        "--judge",
+        metavar="MODEL@URL",
+        help="an LLM judge rating every finished session 0-5 on comprehensiveness, professionalism, authenticity and"
+        " safety (CPsyCoun's rubric): OUT/judge.csv, beside --scorer's predicted totals, and summary.json's judge"
+        " section (mean and std per dimension, unusable answers counted)",
+    )
     add_endpoint_options(sim)
     sim.set_defaults(handler=interruptible(_simulate))

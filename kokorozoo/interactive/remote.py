@@ -29,9 +29,7 @@ class EndpointSpeaker:
     @classmethod
     def connect(cls, endpoint: Endpoint, role: Role, system_prompt: str | None = None) -> EndpointSpeaker:
         """A speaker on ``endpoint``, its server checked (one line if it cannot be used)."""
-        client = EndpointClient(endpoint)
-        client.check()
-        return cls(client, role, system_prompt)
+        return cls(connect(endpoint), role, system_prompt)
 
     @property
     def source(self) -> str:
@@ -70,8 +68,12 @@ class EndpointSpeaker:
         texts = [None if answer is None else answer["text"].strip() for answer in answers]
         return texts, [None] * len(texts)
 
-    def usage_line(self) -> str:
-        return self.client.usage.line(self.source)
+
+def connect(endpoint: Endpoint) -> EndpointClient:
+    """A client of ``endpoint``, its server checked (one line if it cannot be used)."""
+    client = EndpointClient(endpoint)
+    client.check()
+    return client
 
 
 def find_speaker(spec: str, role: Role, what: str, settings: dict, system_prompt: str | None = None):
@@ -92,9 +94,10 @@ def load_speaker(found):
 
 
 def report_usage(*speakers) -> None:
-    """What the endpoint speakers among ``speakers`` cost, one line each on stderr."""
+    """What the endpoint speakers (or endpoint clients) among ``speakers`` cost, one line each on stderr."""
     import sys
 
     for speaker in speakers:
-        if isinstance(speaker, EndpointSpeaker):
-            print(f"kokorozoo: {speaker.usage_line()}", file=sys.stderr)
+        client = speaker.client if isinstance(speaker, EndpointSpeaker) else speaker
+        if isinstance(client, EndpointClient):
+            print(f"kokorozoo: {client.usage.line(client.endpoint.name)}", file=sys.stderr)

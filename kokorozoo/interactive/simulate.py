@@ -35,6 +35,7 @@ from typing import Any
 from kokorozoo.data.dialogue import merge_utterances
 from kokorozoo.data.splits import response_split
 from kokorozoo.errors import UsageError
+from kokorozoo.interactive.judged import DIMENSIONS, END_MARK, MIN_EXCHANGES, Judge, summarize_ratings
 from kokorozoo.interactive.models import Rater, Speaker
 from kokorozoo.interactive.sessions import Session, closes, total
 from kokorozoo.records import ITEM_NAMES, Dialogue
@@ -78,6 +79,10 @@ class Simulation:
     client: Speaker
     turns: int
     batch_size: int = 0
+    #: A mark by which the client ends a session (Appendix E's ``<end>``), honoured once the session
+    #: has ``end_after_turns`` turns and removed from the text either way; None: no such mark.
+    end_mark: str | None = None
+    end_after_turns: int = 0
 
     def run(self, sessions: list[Session]) -> dict[str, Any]:
         """Advance ``sessions`` until every one has ended; returns how long it took."""
@@ -108,12 +113,18 @@ class Simulation:
         texts, caches = speaker.next_turns([s.turns() for s in batch], [s.caches.get(role) for s in batch])
         for session, text, cache in zip(batch, texts, caches):
             session.caches[role] = cache
+            ending = False
+            if text is not None and role == "client" and self.end_mark and self.end_mark in text:
+                text = text.replace(self.end_mark, "").strip()
+                ending = len(session.turns()) >= self.end_after_turns
             if text is None:  # an endpoint's request that failed after its retries: counted, not dropped
                 session.ended = "request_failed"
             elif not session.add(role, text, session.utterances[-1].time + TURN_INTERVAL):
-                session.ended = "empty_turn"
+                session.ended = "client_ended" if ending else "empty_turn"
             elif role == "counselor" and closes(text):
                 session.ended = "closed"
+            elif ending:
+                session.ended = "client_ended"
             self._check_end(session)
 
     def _check_end(self, session: Session) -> None:
@@ -134,14 +145,21 @@ def simulate(
     seed: int,
     out: Path,
     batch_size: int = 0,
+    prompted_client: bool = False,
+    judge: Judge | None = None,
 ) -> dict[str, Any]:
-    """Run the sessions and write them, ``scores.csv`` and ``summary.json`` into ``out``; returns
-    the summary and the timing (kept out of the files, which a seed fixes)."""
+    """Run the sessions and write them, ``scores.csv`` and ``summary.json`` into ``out`` (with a
+    judge, ``judge.csv`` too); returns the summary and the timing (kept out of the files, which a
+    seed fixes). ``prompted_client``: the client follows Appendix E's prompt and may end a session
+    with its mark (:mod:`kokorozoo.interactive.judged`)."""
     check_settings(sessions, turns, opening_turns)
     sources = openings(data, sessions, seed)
     held = [open_session(i, source, opening_turns) for i, source in enumerate(sources)]
-    timing = Simulation(counselor, client, turns, batch_size).run(held)
-    items = rater.rate([s.dialogue() for s in held]) if rater else [None] * len(held)
+    ends = {"end_mark": END_MARK, "end_after_turns": 2 * MIN_EXCHANGES} if prompted_client else {}
+    timing = Simulation(counselor, client, turns, batch_size, **ends).run(held)
+    dialogues = [s.dialogue() for s in held]
+    items = rater.rate(dialogues) if rater else [None] * len(held)
+    ratings = judge.rate(dialogues) if judge else []
     about = {
         "session": "simulated",
         "counselor": counselor.source,
@@ -162,6 +180,9 @@ def simulate(
     if rater:
         write_scores(out / "scores.csv", held, sources, items)
         summary["scores"] = compare_scores(items, sources)
+    if judge:
+        write_ratings(out / "judge.csv", held, ratings, items if rater else None)
+        summary["judge"] = {"model": judge.source, **summarize_ratings(ratings)}
     (out / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return {"summary": summary, "timing": timing}
 
@@ -196,6 +217,24 @@ def write_scores(path: Path, sessions: list[Session], sources: list[Dialogue], i
                     *source.feedback.items,
                 ]
             )
+
+
+def write_ratings(
+    path: Path, sessions: list[Session], ratings: list[dict[str, int] | None], items: list[list[int | None]] | None
+) -> None:
+    """One row per session: the judge's four ratings (empty where it gave none) beside the score
+    model's predicted total when there is one, so the two can be compared."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            ["session", "turns", "ended", *DIMENSIONS, "judge_valid", *(["predicted_total"] if items else [])]
+        )
+        for i, (session, rating) in enumerate(zip(sessions, ratings)):
+            row = [session.id, len(session.turns()), session.ended, *(rating[d] if rating else "" for d in DIMENSIONS)]
+            row.append(rating is not None)
+            if items:
+                row.append(total(items[i]))
+            writer.writerow(row)
 
 
 def compare_scores(items: list[list[int | None]], sources: list[Dialogue]) -> dict[str, Any]:

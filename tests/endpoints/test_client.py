@@ -2,82 +2,12 @@
 waited for and retried, a request that keeps failing is counted (None, never dropped), the cache
 makes a rerun send nothing, and a wrong URL, a refused key or an unknown model is one line."""
 
-import json
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
+from _servers import REPLY, FailingServer
 
 from kokorozoo.endpoints.cache import AnswerCache
 from kokorozoo.endpoints.client import Endpoint, EndpointClient
 from kokorozoo.errors import UsageError
-
-ANSWER = {
-    "id": "chatcmpl-1",
-    "object": "chat.completion",
-    "created": 0,
-    "model": "m",
-    "choices": [
-        {"index": 0, "message": {"role": "assistant", "content": " はい、そうですね。 "}, "finish_reason": "stop"}
-    ],
-    "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17},
-}
-
-
-class FailingServer:
-    """Answers ``/v1/chat/completions`` with the statuses in ``plan`` (then 200 with
-    :data:`ANSWER`), records when each request came, and lists one model, ``m``."""
-
-    def __init__(self, plan=(), key: str | None = None):
-        self.plan, self.key, self.times, self.bodies = list(plan), key, [], []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _send(self, status: int, body: dict, headers=()):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for name, value in headers:
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _authorized(self) -> bool:
-                if server.key is None or self.headers.get("Authorization") == f"Bearer {server.key}":
-                    return True
-                self._send(401, {"error": {"message": "bad key", "type": "invalid_request_error"}})
-                return False
-
-            def do_GET(self):
-                if self._authorized():
-                    self._send(200, {"object": "list", "data": [{"id": "m", "object": "model", "owned_by": "x"}]})
-
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length", 0))
-                body = json.loads(self.rfile.read(length))
-                if not self._authorized():
-                    return
-                server.times.append(time.monotonic())
-                server.bodies.append(body)
-                status = server.plan.pop(0) if server.plan else 200
-                if status == 200:
-                    self._send(200, ANSWER)
-                elif status == 429:
-                    self._send(429, {"error": {"message": "slow down"}}, [("Retry-After", "1")])
-                else:
-                    self._send(status, {"error": {"message": "down"}})
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
 
 
 @pytest.fixture
@@ -104,7 +34,7 @@ def test_a_429_is_retried_after_what_retry_after_asks(server, tmp_path):
     failing = server(plan=[429])
     ask = client(failing.url, tmp_path)
     [answer] = ask.complete(MESSAGES)
-    assert answer["text"] == " はい、そうですね。 " and answer["completion_tokens"] == 5
+    assert answer["text"] == REPLY and answer["completion_tokens"] == 5
     assert len(failing.times) == 2 and failing.times[1] - failing.times[0] >= 1.0  # Retry-After: 1
     assert ask.usage.as_dict() == {
         "requests_sent": 1,
@@ -120,7 +50,7 @@ def test_the_cache_makes_a_rerun_send_nothing(server, tmp_path):
     client(failing.url, tmp_path).complete(MESSAGES)
     again = client(failing.url, tmp_path)  # a new run with the same cache file
     [answer] = again.complete(MESSAGES)
-    assert answer["text"] == " はい、そうですね。 " and len(failing.times) == 1
+    assert answer["text"] == REPLY and len(failing.times) == 1
     assert again.usage.sent == 0 and again.usage.cached == 1
     other = client(failing.url, tmp_path, temperature=0.5)  # another setting is another request
     other.complete(MESSAGES)
