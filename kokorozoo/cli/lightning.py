@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 import yaml
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
@@ -122,7 +122,8 @@ class KokorozooCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         """The trainer with the task's best checkpoint (unless the config brings a
         ``ModelCheckpoint``), :class:`LastCheckpoint`, the :class:`ResultWriter`, a learning-rate
-        monitor and the run's loggers (unless configured)."""
+        monitor, a progress bar whose rate reads in seconds a step for slow steps, and the run's loggers
+        (unless configured)."""
         config = self.config_init[self.subcommand].trainer
         callbacks = list(config.get("callbacks") or [])
         if not any(isinstance(c, ResultWriter) for c in callbacks):  # test/predict rows, baselines, files
@@ -140,6 +141,8 @@ class KokorozooCLI(LightningCLI):
             defaults["logger"] = default_loggers(config.get("default_root_dir") or ".", self._resumed_run()) + trackers
         if config.get("logger") is not False and not any(isinstance(c, LearningRateMonitor) for c in callbacks):
             callbacks.append(LearningRateMonitor(logging_interval="step"))  # lr-<optimizer> beside the loss
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+            callbacks.append(StepsProgressBar())
         return super().instantiate_trainer(**{**defaults, **kwargs})
 
     def _resumed_run(self) -> Path | None:
@@ -280,6 +283,13 @@ class AppendingCSVLogger(CSVLogger):
         if self._experiment is None:
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+class StepsProgressBar(TQDMProgressBar):
+    """Lightning's bar, its rate in seconds a step when a step takes more than a second (a
+    backbone's training steps): Lightning's own shows ``0.00it/s`` there."""
+
+    BAR_FORMAT = TQDMProgressBar.BAR_FORMAT.replace("{rate_noinv_fmt}", "{rate_fmt}")
 
 
 def task_checkpoint(task: Task) -> ModelCheckpoint:
