@@ -2,9 +2,11 @@
 and a bad setting said in one line (the runs themselves: tests/test_first_hour.py,
 test_long_runs.py, test_several_processes.py and the tasks' tests)."""
 
+import json
 from pathlib import Path
 
 import pytest
+import yaml
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
 
@@ -76,3 +78,47 @@ def test_a_tracker_that_cannot_be_built_is_one_line(short_fit_args, tmp_path, ca
     assert len(err) == 1 and err[0].startswith(
         "kokorozoo: error: lightning.pytorch.loggers.MLFlowLogger cannot be built:"
     )
+
+
+@pytest.fixture
+def trackers(tmp_path, monkeypatch):
+    """A config adding MLflow (a file store) and W&B (offline) trackers, both under ``tmp_path``."""
+    for name in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "wandb-home"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks for a database otherwise
+    loggers = [
+        {"class_path": "MLFlowLogger", "init_args": {"tracking_uri": f"file:{tmp_path / 'mlruns'}"}},
+        {"class_path": "WandbLogger", "init_args": {"save_dir": str(tmp_path / "wandb"), "offline": True}},
+    ]
+    path = tmp_path / "trackers.yaml"
+    path.write_text(yaml.safe_dump({"trainer": {"logger": loggers}}))
+    yield path
+    import wandb
+
+    wandb.finish()  # the run's process-wide state, for the tests after this one
+
+
+def test_every_tracker_gets_the_figures_and_the_result_files(short_fit_args, tmp_path, trackers):
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert main([*short_fit_args("score_heads.yaml", tmp_path / "runs"), "--config", str(trackers)]) == 0
+    [run] = (tmp_path / "runs" / "lightning_logs").iterdir()
+    written = json.loads((run / "metrics.json").read_text())
+
+    client = MlflowClient(f"file:{tmp_path / 'mlruns'}")
+    [experiment] = [e for e in client.search_experiments() if e.name == "lightning_logs"]
+    [mlflow_run] = client.search_runs([experiment.experiment_id])
+    assert {"metrics.json", "predictions.jsonl"} <= {a.path for a in client.list_artifacts(mlflow_run.info.run_id)}
+    assert mlflow_run.data.metrics["test_acc"] == pytest.approx(written["metrics"]["acc"])
+
+    [wandb_run] = (tmp_path / "wandb" / "wandb").glob("offline-run-*")
+    saved = wandb_run / "files"
+    assert json.loads((saved / "metrics.json").read_text()) == written and (saved / "predictions.jsonl").is_file()
+
+    events = EventAccumulator(str(run), size_guidance={"tensors": 0})
+    events.Reload()
+    [text] = events.Tensors("metrics.json/text_summary")
+    assert json.loads(text.tensor_proto.string_val[0].decode()) == written  # indented JSON is still JSON
