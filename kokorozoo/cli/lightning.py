@@ -16,11 +16,14 @@ On top of LightningCLI:
   by Lightning): a checkpoint that would run code when unpickled is refused in one line;
 - a user's mistake (a GPU config without a GPU, a setting that no longer fits when the work is
   split across processes, an unwritable output folder, a bad checkpoint or config file) ends in
-  one line, found before any training.
+  one line, found before any training; so does a tracker that cannot be built or that fails when
+  it first logs or later (:mod:`kokorozoo.evaluation.trackers`), the run's own folder keeping what
+  was written.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
 import math
@@ -37,12 +40,13 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from kokorozoo.cli.common import INTERRUPTED, LIGHTNING_ADVERT, DropLines
 from kokorozoo.data.datamodules import KokoroChatDataModule
 from kokorozoo.errors import UsageError
+from kokorozoo.evaluation.trackers import failed_tracker, first_line, tracker_failure
 from kokorozoo.evaluation.writer import ResultWriter
 from kokorozoo.registry import discover_tasks
 from kokorozoo.runs import Interrupted, LastCheckpoint, finished_state, run_folder
@@ -338,17 +342,29 @@ def lightning_messages_to_stdout() -> None:
                 handler.setStream(sys.stdout)
 
 
-def missing_package_line(error: BaseException) -> str | None:
-    """The one line for a configured class whose package is not installed (``MLFlowLogger``
-    without mlflow): jsonargparse wraps the ImportError in ValueErrors; None for anything else."""
-    cause, names = error, []
+def unbuildable_logger_line(error: BaseException) -> str | None:
+    """The one line for a configured logger that cannot be built: its package is not installed
+    (``MLFlowLogger`` without mlflow) or it refuses its settings (a tracking URI it cannot use).
+    jsonargparse wraps the reason in ValueErrors; None for anything else."""
+    cause, names, reason = error, [], error
     while cause is not None:
-        names += re.findall(r"class_path '([^']+)'", str(cause))
+        names += re.findall(r"class_path[ =]'([^']+)'", str(cause))
+        reason = cause
         if isinstance(cause, ImportError):
-            first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-            return f"{names[0] if names else 'a configured class'} cannot be built: {first}"
+            return f"{names[0] if names else 'a configured class'} cannot be built: {first_line(cause)}"
         cause = cause.__cause__ or cause.__context__
+    if names and _is_logger(names[0]) and reason is not error:
+        return f"{names[0]} cannot be built: {first_line(reason)}"
     return None
+
+
+def _is_logger(class_path: str) -> bool:
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return False
+    return isinstance(cls, type) and issubclass(cls, Logger)
 
 
 def config_error_line(error: ArgumentError) -> str:
@@ -382,13 +398,17 @@ def run_lightning_cli(args: Sequence[str] | None = None) -> int:
         )
     except ArgumentError as e:
         raise UsageError(config_error_line(e)) from None
-    except ValueError as e:  # a configured class (a tracker's logger) that cannot be built
-        if (line := missing_package_line(e)) is None:
-            raise
-        raise UsageError(line) from None
     except NothingToDo as e:
         print(f"kokorozoo: {e}")
     except Interrupted as e:
         print(f"kokorozoo: {e}", file=sys.stderr)
         return INTERRUPTED
+    except UsageError:
+        raise
+    except Exception as e:  # a tracker's logger that cannot be built, or that fails when it logs
+        if (line := unbuildable_logger_line(e) if isinstance(e, ValueError) else None) is not None:
+            raise UsageError(line) from None
+        if (logger := failed_tracker(e)) is None:
+            raise
+        raise tracker_failure(logger, e) from None
     return 0

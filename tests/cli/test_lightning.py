@@ -122,3 +122,42 @@ def test_every_tracker_gets_the_figures_and_the_result_files(short_fit_args, tmp
     events.Reload()
     [text] = events.Tensors("metrics.json/text_summary")
     assert json.loads(text.tensor_proto.string_val[0].decode()) == written  # indented JSON is still JSON
+
+
+def unused_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "uri, words",
+    [
+        ("nosuch://tracker", ["lightning.pytorch.loggers.MLFlowLogger cannot be built:", "nosuch"]),  # at start-up
+        (f"http://127.0.0.1:{unused_port()}", ["MLFlowLogger failed:", "127.0.0.1"]),  # when it first logs
+    ],
+)
+def test_a_tracker_that_fails_is_one_line(uri, words, short_fit_args, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a refused connection fails at once
+    args = short_fit_args("score_heads.yaml", tmp_path, "--trainer.logger=MLFlowLogger")
+    assert main([*args, f"--trainer.logger.tracking_uri={uri}"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("kokorozoo: error: ") and all(word in line for word in words), line
+
+
+def test_a_tracker_failing_at_the_end_keeps_the_results(short_fit_args, tmp_path, trackers, capsys, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(MlflowClient, "log_artifact", full)
+    assert main([*short_fit_args("score_heads.yaml", tmp_path / "runs"), "--config", str(trackers)]) == 2
+    err = capsys.readouterr().err  # in pytest, Lightning's and the libraries' log lines come here too
+    assert err.strip().splitlines()[-1] == "kokorozoo: error: MLFlowLogger failed: [Errno 28] No space left on device"
+    assert "Traceback" not in err
+    [run] = (tmp_path / "runs" / "lightning_logs").iterdir()
+    assert {"metrics.json", "predictions.jsonl", "metrics.csv", "config.yaml"} <= {p.name for p in run.iterdir()}
+    assert (run / "checkpoints" / "last.ckpt").is_file()
