@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 import yaml
+from jsonargparse import Namespace
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
@@ -126,27 +127,44 @@ class KokorozooCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         """The trainer with the task's best checkpoint (unless the config brings a
         ``ModelCheckpoint``), :class:`LastCheckpoint`, the :class:`ResultWriter`, a learning-rate
-        monitor, a progress bar whose rate reads in seconds a step for slow steps, and the run's loggers
-        (unless configured)."""
-        config = self.config_init[self.subcommand].trainer
-        callbacks = list(config.get("callbacks") or [])
+        monitor, a progress bar whose rate reads in seconds a step for slow steps, and the run's
+        loggers (unless configured). The saved ``config.yaml`` lists what was added (the progress
+        bar aside: a display), so that ``fit --config`` of it builds the same set, in a new run folder."""
+        config, saved = self.config_init[self.subcommand].trainer, self.config[self.subcommand].trainer
+        callbacks, specs = _as_list(config.get("callbacks")), _as_list(saved.get("callbacks"))
+
+        def add(cls: type, **init_args: Any) -> None:
+            callbacks.append(cls(**init_args))
+            specs.append(class_spec(cls, **init_args))
+
         if not any(isinstance(c, ResultWriter) for c in callbacks):  # test/predict rows, baselines, files
-            callbacks.append(ResultWriter())
+            add(ResultWriter)
         if config.get("enable_checkpointing", True) is not False:
             if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
-                callbacks.append(task_checkpoint(self.model))
-            callbacks.append(LastCheckpoint(self.config[self.subcommand].get("last_every_n_steps", 0)))
+                add(ModelCheckpoint, **task_checkpoint(self.model))
+            every = self.config[self.subcommand].get("last_every_n_steps", 0)
+            if (last := next((i for i, c in enumerate(callbacks) if isinstance(c, LastCheckpoint)), None)) is None:
+                add(LastCheckpoint, every_n_steps=every)
+            elif every:  # the option, as on the command line, over a saved config's LastCheckpoint
+                callbacks[last].every_n_steps = specs[last].init_args.every_n_steps = every
         defaults: dict[str, Any] = {"callbacks": callbacks}
         configured = config.get("logger")
         if configured is not False:  # the run's own folder and logs first, whatever tracker is configured
-            trackers = (
-                [] if configured in (None, True) else list(configured if isinstance(configured, list) else [configured])
+            trackers, tracker_specs = (
+                ([], []) if configured in (None, True) else (_as_list(configured), _as_list(saved.logger))
             )
-            defaults["logger"] = default_loggers(config.get("default_root_dir") or ".", self._resumed_run()) + trackers
-        if config.get("logger") is not False and not any(isinstance(c, LearningRateMonitor) for c in callbacks):
-            callbacks.append(LearningRateMonitor(logging_interval="step"))  # lr-<optimizer> beside the loss
+            name, own = saved_own_loggers(trackers, tracker_specs)
+            trackers, tracker_specs = (
+                [x for i, x in enumerate(xs) if i not in own] for xs in (trackers, tracker_specs)
+            )
+            loggers = default_loggers(config.get("default_root_dir") or ".", self._resumed_run(), name)
+            defaults["logger"] = loggers + trackers
+            saved.logger = [*own_logger_specs(loggers[0]), *tracker_specs]
+            if not any(isinstance(c, LearningRateMonitor) for c in callbacks):
+                add(LearningRateMonitor, logging_interval="step")  # lr-<optimizer> beside the loss
         if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
             callbacks.append(StepsProgressBar())
+        saved.callbacks = specs
         return super().instantiate_trainer(**{**defaults, **kwargs})
 
     def _resumed_run(self) -> Path | None:
@@ -256,18 +274,48 @@ def _config_names(config) -> str:
     return f"{', '.join(files)} " if files else "the configuration "
 
 
-def default_loggers(root: str, resumed: Path | None = None) -> list:
+def default_loggers(root: str, resumed: Path | None = None, name: str = "lightning_logs") -> list:
     """CSV (``metrics.csv``, read by scripts and tests) and TensorBoard (``tensorboard --logdir
-    runs``), both in the run's one folder ``<root>/lightning_logs/version_N`` — the resumed run's
-    own folder when resuming (its CSV appended to, never rewritten)."""
+    runs``), both in the run's one folder ``<root>/<name>/version_N`` — the resumed run's own
+    folder when resuming (its CSV appended to, never rewritten)."""
     if resumed is not None:
         save_dir, name, version = str(resumed.parent.parent), resumed.parent.name, resumed.name
         csv = AppendingCSVLogger(save_dir, name=name, version=version)
     else:
-        save_dir, name = root, "lightning_logs"
+        save_dir = root
         csv = CSVLogger(save_dir, name=name)
         version = csv.version
     return [csv, TensorBoardLogger(save_dir, name=name, version=version, default_hp_metric=False)]
+
+
+def own_logger_specs(csv: CSVLogger) -> list[Namespace]:
+    """The run's own loggers as ``config.yaml`` lists them: without a version, so that a run of
+    the config gets a new folder (:func:`saved_own_loggers` finds them there)."""
+    where = {"save_dir": str(csv.save_dir), "name": csv.name}
+    return [class_spec(CSVLogger, **where), class_spec(TensorBoardLogger, **where, default_hp_metric=False)]
+
+
+def saved_own_loggers(loggers: list, specs: list) -> tuple[str, set[int]]:
+    """The folder name and the places of a saved config's own loggers among the configured ones:
+    a CSVLogger and a TensorBoardLogger into one folder, without a version (:func:`own_logger_specs`).
+    They are built again by :func:`default_loggers`, in the same versioned folder; none: the default."""
+    where = {}
+    for i, (logger, spec) in enumerate(zip(loggers, specs)):
+        args = spec.get("init_args") or {}
+        if type(logger) in (CSVLogger, TensorBoardLogger) and args.get("version") is None:
+            where.setdefault(type(logger), (i, str(args.get("save_dir")), args.get("name")))
+    if len(where) == 2 and where[CSVLogger][1:] == where[TensorBoardLogger][1:]:
+        return where[CSVLogger][2] or "lightning_logs", {where[CSVLogger][0], where[TensorBoardLogger][0]}
+    return "lightning_logs", set()
+
+
+def class_spec(cls: type, **init_args: Any) -> Namespace:
+    """``cls(**init_args)`` as a config names it (``class_path``/``init_args``)."""
+    return Namespace(class_path=f"{cls.__module__}.{cls.__qualname__}", init_args=Namespace(**init_args))
+
+
+def _as_list(value: Any) -> list:
+    return [] if value is None else list(value) if isinstance(value, list) else [value]
 
 
 class _AppendingWriter(ExperimentWriter):
@@ -296,14 +344,15 @@ class StepsProgressBar(TQDMProgressBar):
     BAR_FORMAT = TQDMProgressBar.BAR_FORMAT.replace("{rate_noinv_fmt}", "{rate_fmt}")
 
 
-def task_checkpoint(task: Task) -> ModelCheckpoint:
-    """Keep the best checkpoint by the task's criterion (``last.ckpt`` is LastCheckpoint's)."""
-    return ModelCheckpoint(
-        monitor=task.monitor,
-        mode=task.mode,
-        filename="best-{epoch}-{step}",
-        auto_insert_metric_name=False,
-    )
+def task_checkpoint(task: Task) -> dict[str, Any]:
+    """The ``ModelCheckpoint`` settings that keep the best checkpoint by the task's criterion
+    (``last.ckpt`` is LastCheckpoint's)."""
+    return {
+        "monitor": task.monitor,
+        "mode": task.mode,
+        "filename": "best-{epoch}-{step}",
+        "auto_insert_metric_name": False,
+    }
 
 
 def check_config_files(args: Sequence[str]) -> None:

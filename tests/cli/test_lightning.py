@@ -161,3 +161,37 @@ def test_a_tracker_failing_at_the_end_keeps_the_results(short_fit_args, tmp_path
     [run] = (tmp_path / "runs" / "lightning_logs").iterdir()
     assert {"metrics.json", "predictions.jsonl", "metrics.csv", "config.yaml"} <= {p.name for p in run.iterdir()}
     assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_a_saved_config_runs_again_with_what_the_run_used_in_a_new_folder(short_fit_args, tmp_path, monkeypatch):
+    """config.yaml lists the loggers and callbacks kokorozoo added; fit --config of it builds the
+    same ones (none twice) and writes a new run folder beside the first, which stays as it was."""
+    from kokorozoo.cli.lightning import KokorozooCLI
+
+    built = []
+    fit = KokorozooCLI.before_fit
+    monkeypatch.setattr(KokorozooCLI, "before_fit", lambda self: built.append(self.trainer) or fit(self))
+    root = tmp_path / "runs"
+    assert main(short_fit_args("score_heads.yaml", root, "--test_after_fit=false")) == 0
+    first = root / "lightning_logs" / "version_0"
+    saved = listed(first / "config.yaml")
+    assert saved == (["ResultWriter", "ModelCheckpoint", "LastCheckpoint", "LearningRateMonitor"],
+                     ["CSVLogger", "TensorBoardLogger"])  # fmt: skip
+    before = {p: p.read_bytes() for p in first.rglob("*") if p.is_file()}
+
+    assert main(["fit", "--config", str(first / "config.yaml")]) == 0
+    kinds = [([type(c) for c in t.callbacks], [type(x) for x in t.loggers]) for t in built]
+    assert kinds[0] == kinds[1]
+    assert sorted(p.name for p in (root / "lightning_logs").iterdir()) == ["version_0", "version_1"]
+    second = root / "lightning_logs" / "version_1"
+    assert {"config.yaml", "metrics.csv", "hparams.yaml"} <= {p.name for p in second.iterdir()}
+    assert any(p.name.startswith("events.out.tfevents") for p in second.iterdir())
+    assert [p.name for p in (second / "checkpoints").iterdir()] and built[1].log_dir == str(second)
+    assert {p: p.read_bytes() for p in first.rglob("*") if p.is_file()} == before
+    assert listed(second / "config.yaml") == saved
+
+
+def listed(config: Path) -> tuple[list[str], list[str]]:
+    """The callbacks and loggers a saved config lists, by class."""
+    trainer = yaml.safe_load(config.read_text())["trainer"]
+    return tuple([c["class_path"].rpartition(".")[2] for c in trainer[key]] for key in ("callbacks", "logger"))
