@@ -16,11 +16,14 @@ On top of LightningCLI:
   by Lightning): a checkpoint that would run code when unpickled is refused in one line;
 - a user's mistake (a GPU config without a GPU, a setting that no longer fits when the work is
   split across processes, an unwritable output folder, a bad checkpoint or config file) ends in
-  one line, found before any training.
+  one line, found before any training; so does a tracker that cannot be built or that fails when
+  it first logs or later (:mod:`kokorozoo.evaluation.trackers`), the run's own folder keeping what
+  was written.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
 import math
@@ -35,14 +38,16 @@ from typing import Any
 
 import torch
 import yaml
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from jsonargparse import Namespace
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from kokorozoo.cli.common import INTERRUPTED, LIGHTNING_ADVERT, DropLines
 from kokorozoo.data.datamodules import KokoroChatDataModule
 from kokorozoo.errors import UsageError
+from kokorozoo.evaluation.trackers import failed_tracker, first_line, tracker_failure
 from kokorozoo.evaluation.writer import ResultWriter
 from kokorozoo.registry import discover_tasks
 from kokorozoo.runs import Interrupted, LastCheckpoint, finished_state, run_folder
@@ -136,24 +141,44 @@ class KokorozooCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         """The trainer with the task's best checkpoint (unless the config brings a
         ``ModelCheckpoint``), :class:`LastCheckpoint`, the :class:`ResultWriter`, a learning-rate
-        monitor and the run's loggers (unless configured)."""
-        config = self.config_init[self.subcommand].trainer
-        callbacks = list(config.get("callbacks") or [])
+        monitor, a progress bar whose rate reads in seconds a step for slow steps, and the run's
+        loggers (unless configured). The saved ``config.yaml`` lists what was added (the progress
+        bar aside: a display), so that ``fit --config`` of it builds the same set, in a new run folder."""
+        config, saved = self.config_init[self.subcommand].trainer, self.config[self.subcommand].trainer
+        callbacks, specs = _as_list(config.get("callbacks")), _as_list(saved.get("callbacks"))
+
+        def add(cls: type, **init_args: Any) -> None:
+            callbacks.append(cls(**init_args))
+            specs.append(class_spec(cls, **init_args))
+
         if not any(isinstance(c, ResultWriter) for c in callbacks):  # test/predict rows, baselines, files
-            callbacks.append(ResultWriter())
+            add(ResultWriter)
         if config.get("enable_checkpointing", True) is not False:
             if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
-                callbacks.append(task_checkpoint(self.model))
-            callbacks.append(LastCheckpoint(self.config[self.subcommand].get("last_every_n_steps", 0)))
+                add(ModelCheckpoint, **task_checkpoint(self.model))
+            every = self.config[self.subcommand].get("last_every_n_steps", 0)
+            if (last := next((i for i, c in enumerate(callbacks) if isinstance(c, LastCheckpoint)), None)) is None:
+                add(LastCheckpoint, every_n_steps=every)
+            elif every:  # the option, as on the command line, over a saved config's LastCheckpoint
+                callbacks[last].every_n_steps = specs[last].init_args.every_n_steps = every
         defaults: dict[str, Any] = {"callbacks": callbacks}
         configured = config.get("logger")
         if configured is not False:  # the run's own folder and logs first, whatever tracker is configured
-            trackers = (
-                [] if configured in (None, True) else list(configured if isinstance(configured, list) else [configured])
+            trackers, tracker_specs = (
+                ([], []) if configured in (None, True) else (_as_list(configured), _as_list(saved.logger))
             )
-            defaults["logger"] = default_loggers(config.get("default_root_dir") or ".", self._resumed_run()) + trackers
-        if config.get("logger") is not False and not any(isinstance(c, LearningRateMonitor) for c in callbacks):
-            callbacks.append(LearningRateMonitor(logging_interval="step"))  # lr-<optimizer> beside the loss
+            name, own = saved_own_loggers(trackers, tracker_specs)
+            trackers, tracker_specs = (
+                [x for i, x in enumerate(xs) if i not in own] for xs in (trackers, tracker_specs)
+            )
+            loggers = default_loggers(config.get("default_root_dir") or ".", self._resumed_run(), name)
+            defaults["logger"] = loggers + trackers
+            saved.logger = [*own_logger_specs(loggers[0]), *tracker_specs]
+            if not any(isinstance(c, LearningRateMonitor) for c in callbacks):
+                add(LearningRateMonitor, logging_interval="step")  # lr-<optimizer> beside the loss
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+            callbacks.append(StepsProgressBar())
+        saved.callbacks = specs
         return super().instantiate_trainer(**{**defaults, **kwargs})
 
     def _resumed_run(self) -> Path | None:
@@ -263,18 +288,48 @@ def _config_names(config) -> str:
     return f"{', '.join(files)} " if files else "the configuration "
 
 
-def default_loggers(root: str, resumed: Path | None = None) -> list:
+def default_loggers(root: str, resumed: Path | None = None, name: str = "lightning_logs") -> list:
     """CSV (``metrics.csv``, read by scripts and tests) and TensorBoard (``tensorboard --logdir
-    runs``), both in the run's one folder ``<root>/lightning_logs/version_N`` — the resumed run's
-    own folder when resuming (its CSV appended to, never rewritten)."""
+    runs``), both in the run's one folder ``<root>/<name>/version_N`` — the resumed run's own
+    folder when resuming (its CSV appended to, never rewritten)."""
     if resumed is not None:
         save_dir, name, version = str(resumed.parent.parent), resumed.parent.name, resumed.name
         csv = AppendingCSVLogger(save_dir, name=name, version=version)
     else:
-        save_dir, name = root, "lightning_logs"
+        save_dir = root
         csv = CSVLogger(save_dir, name=name)
         version = csv.version
     return [csv, TensorBoardLogger(save_dir, name=name, version=version, default_hp_metric=False)]
+
+
+def own_logger_specs(csv: CSVLogger) -> list[Namespace]:
+    """The run's own loggers as ``config.yaml`` lists them: without a version, so that a run of
+    the config gets a new folder (:func:`saved_own_loggers` finds them there)."""
+    where = {"save_dir": str(csv.save_dir), "name": csv.name}
+    return [class_spec(CSVLogger, **where), class_spec(TensorBoardLogger, **where, default_hp_metric=False)]
+
+
+def saved_own_loggers(loggers: list, specs: list) -> tuple[str, set[int]]:
+    """The folder name and the places of a saved config's own loggers among the configured ones:
+    a CSVLogger and a TensorBoardLogger into one folder, without a version (:func:`own_logger_specs`).
+    They are built again by :func:`default_loggers`, in the same versioned folder; none: the default."""
+    where = {}
+    for i, (logger, spec) in enumerate(zip(loggers, specs)):
+        args = spec.get("init_args") or {}
+        if type(logger) in (CSVLogger, TensorBoardLogger) and args.get("version") is None:
+            where.setdefault(type(logger), (i, str(args.get("save_dir")), args.get("name")))
+    if len(where) == 2 and where[CSVLogger][1:] == where[TensorBoardLogger][1:]:
+        return where[CSVLogger][2] or "lightning_logs", {where[CSVLogger][0], where[TensorBoardLogger][0]}
+    return "lightning_logs", set()
+
+
+def class_spec(cls: type, **init_args: Any) -> Namespace:
+    """``cls(**init_args)`` as a config names it (``class_path``/``init_args``)."""
+    return Namespace(class_path=f"{cls.__module__}.{cls.__qualname__}", init_args=Namespace(**init_args))
+
+
+def _as_list(value: Any) -> list:
+    return [] if value is None else list(value) if isinstance(value, list) else [value]
 
 
 class _AppendingWriter(ExperimentWriter):
@@ -296,14 +351,22 @@ class AppendingCSVLogger(CSVLogger):
         return self._experiment
 
 
-def task_checkpoint(task: Task) -> ModelCheckpoint:
-    """Keep the best checkpoint by the task's criterion (``last.ckpt`` is LastCheckpoint's)."""
-    return ModelCheckpoint(
-        monitor=task.monitor,
-        mode=task.mode,
-        filename="best-{epoch}-{step}",
-        auto_insert_metric_name=False,
-    )
+class StepsProgressBar(TQDMProgressBar):
+    """Lightning's bar, its rate in seconds a step when a step takes more than a second (a
+    backbone's training steps): Lightning's own shows ``0.00it/s`` there."""
+
+    BAR_FORMAT = TQDMProgressBar.BAR_FORMAT.replace("{rate_noinv_fmt}", "{rate_fmt}")
+
+
+def task_checkpoint(task: Task) -> dict[str, Any]:
+    """The ``ModelCheckpoint`` settings that keep the best checkpoint by the task's criterion
+    (``last.ckpt`` is LastCheckpoint's)."""
+    return {
+        "monitor": task.monitor,
+        "mode": task.mode,
+        "filename": "best-{epoch}-{step}",
+        "auto_insert_metric_name": False,
+    }
 
 
 def check_config_files(args: Sequence[str]) -> None:
@@ -342,17 +405,29 @@ def lightning_messages_to_stdout() -> None:
                 handler.setStream(sys.stdout)
 
 
-def missing_package_line(error: BaseException) -> str | None:
-    """The one line for a configured class whose package is not installed (``MLFlowLogger``
-    without mlflow): jsonargparse wraps the ImportError in ValueErrors; None for anything else."""
-    cause, names = error, []
+def unbuildable_logger_line(error: BaseException) -> str | None:
+    """The one line for a configured logger that cannot be built: its package is not installed
+    (``MLFlowLogger`` without mlflow) or it refuses its settings (a tracking URI it cannot use).
+    jsonargparse wraps the reason in ValueErrors; None for anything else."""
+    cause, names, reason = error, [], error
     while cause is not None:
-        names += re.findall(r"class_path '([^']+)'", str(cause))
+        names += re.findall(r"class_path[ =]'([^']+)'", str(cause))
+        reason = cause
         if isinstance(cause, ImportError):
-            first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-            return f"{names[0] if names else 'a configured class'} cannot be built: {first}"
+            return f"{names[0] if names else 'a configured class'} cannot be built: {first_line(cause)}"
         cause = cause.__cause__ or cause.__context__
+    if names and _is_logger(names[0]) and reason is not error:
+        return f"{names[0]} cannot be built: {first_line(reason)}"
     return None
+
+
+def _is_logger(class_path: str) -> bool:
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return False
+    return isinstance(cls, type) and issubclass(cls, Logger)
 
 
 def config_error_line(error: ArgumentError) -> str:
@@ -386,13 +461,17 @@ def run_lightning_cli(args: Sequence[str] | None = None) -> int:
         )
     except ArgumentError as e:
         raise UsageError(config_error_line(e)) from None
-    except ValueError as e:  # a configured class (a tracker's logger) that cannot be built
-        if (line := missing_package_line(e)) is None:
-            raise
-        raise UsageError(line) from None
     except NothingToDo as e:
         print(f"kokorozoo: {e}")
     except Interrupted as e:
         print(f"kokorozoo: {e}", file=sys.stderr)
         return INTERRUPTED
+    except UsageError:
+        raise
+    except Exception as e:  # a tracker's logger that cannot be built, or that fails when it logs
+        if (line := unbuildable_logger_line(e) if isinstance(e, ValueError) else None) is not None:
+            raise UsageError(line) from None
+        if (logger := failed_tracker(e)) is None:
+            raise
+        raise tracker_failure(logger, e) from None
     return 0

@@ -13,7 +13,8 @@ the writer keeps them, and at the end of the epoch:
   ``test_baseline_acc``, ``test_bleu1``);
 - writes the task's ``predictions_file`` (one row a prediction) and ``metrics.json`` (a
   :class:`~kokorozoo.evaluation.results.Result`) into ``model.init_args.output_dir``, or the
-  run's log folder; only the first process writes.
+  run's log folder; only the first process writes, and gives them to the trackers configured
+  (:mod:`kokorozoo.evaluation.trackers`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from kokorozoo.data.datamodules import KokoroChatDataModule
 from kokorozoo.evaluation.results import METRICS_FILE, Result, write_result
+from kokorozoo.evaluation.trackers import log_result_files
 from kokorozoo.tasks.base import Task
 
 
@@ -59,14 +61,15 @@ class ResultWriter(Callback):
         result = evaluate(trainer, pl_module, rows)
         folder = output_folder(trainer, pl_module)  # on every process: the log folder is broadcast
         if trainer.is_global_zero:
-            write_jsonl(folder / pl_module.predictions_file, rows)
-            write_result(result, folder / METRICS_FILE)
+            predictions = write_jsonl(folder / pl_module.predictions_file, rows)
+            metrics = write_result(result, folder / METRICS_FILE)
+            log_result_files(trainer.loggers, [metrics, predictions], trainer.global_step)
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         rows = gather_rows(trainer, self.rows)
         folder = output_folder(trainer, pl_module)  # on every process: the log folder is broadcast
         if trainer.is_global_zero:
-            write_jsonl(folder / pl_module.predictions_file, rows)
+            log_result_files(trainer.loggers, [write_jsonl(folder / pl_module.predictions_file, rows)])
 
 
 def evaluate(trainer: Trainer, task: Task, rows: list[dict]) -> Result:

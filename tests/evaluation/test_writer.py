@@ -33,7 +33,7 @@ class Task(SimpleNamespace):
 
 def trainer(tmp_path, **facts):
     defaults = {"world_size": 1, "is_global_zero": True, "log_dir": str(tmp_path / "logs" / "version_0"),
-                "datamodule": None, "loggers": [], "ckpt_path": None}  # fmt: skip
+                "datamodule": None, "loggers": [], "ckpt_path": None, "global_step": 0}  # fmt: skip
     return SimpleNamespace(**{**defaults, **facts})
 
 
@@ -101,3 +101,16 @@ def test_test_writes_rows_and_metrics_into_the_runs_folder(tmp_path, monkeypatch
     folder = tmp_path / "logs" / "version_0"
     assert json.loads((folder / "metrics.json").read_text())["metrics"] == {"acc": 50.0}
     assert (folder / "predictions.jsonl").read_text() == '{"id": 1}\n'
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_only_the_first_process_gives_the_result_files_to_the_trackers(rank, tmp_path, monkeypatch):
+    """The others never touch a tracker (nor wait on anything) at the end of a test."""
+    monkeypatch.setattr("kokorozoo.evaluation.baselines.run_baselines", lambda *args: RunBaselines())
+    given = []
+    monkeypatch.setattr(writer_module, "log_result_files", lambda loggers, files, step=0: given.append(files))
+    writer, task, run = ResultWriter(), Task(), trainer(tmp_path, is_global_zero=rank == 0)
+    writer.on_test_epoch_start(run, task)
+    writer.on_test_epoch_end(run, task)
+    folder = tmp_path / "logs" / "version_0"
+    assert given == ([[folder / "metrics.json", folder / "predictions.jsonl"]] if rank == 0 else [])
