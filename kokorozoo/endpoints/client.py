@@ -48,6 +48,15 @@ def chat_messages(turns: Sequence[tuple[str, str]], role: str, system_prompt: st
     return messages
 
 
+#: How a transcript names the two sides.
+SPEAKER_NAMES = {"counselor": "カウンセラー", "client": "クライアント"}
+
+
+def transcript(turns: Sequence[tuple[str, str]]) -> str:
+    """``(role, text)`` turns as one text to be read (by a judge, or a model asked to rate them)."""
+    return "\n".join(f"{SPEAKER_NAMES.get(role, role)}: {text}" for role, text in turns)
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """Where a model is served and how it is asked.

@@ -17,7 +17,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from kokorozoo.endpoints.client import EndpointClient
+from kokorozoo.endpoints.client import EndpointClient, transcript
 from kokorozoo.records import Dialogue
 
 END_MARK = "<end>"
@@ -61,10 +61,9 @@ JUDGE_PROMPT = (
 )
 
 
-def transcript(dialogue: Dialogue) -> str:
+def session_transcript(dialogue: Dialogue) -> str:
     """The session as the judge reads it: one line per utterance, the speaker named."""
-    names = {"counselor": "カウンセラー", "client": "クライアント"}
-    return "\n".join(f"{names[u.role]}: {u.text}" for u in dialogue.utterances)
+    return transcript([(u.role, u.text) for u in dialogue.utterances])
 
 
 def parse_rating(text: str) -> dict[str, int] | None:
@@ -108,7 +107,8 @@ class Judge:
     def rate(self, dialogues: Sequence[Dialogue]) -> list[dict[str, int] | None]:
         """Each session's four ratings; None where the request failed or the answer was unusable."""
         conversations = [
-            [{"role": "system", "content": JUDGE_PROMPT}, {"role": "user", "content": transcript(d)}] for d in dialogues
+            [{"role": "system", "content": JUDGE_PROMPT}, {"role": "user", "content": session_transcript(d)}]
+            for d in dialogues
         ]
         answers = self.client.complete(conversations, desc="Judging sessions")
         return [None if answer is None else parse_rating(answer["text"]) for answer in answers]

@@ -31,6 +31,8 @@ class ScoreSample:
     scores: list[int]
     #: The dialogue's :data:`~kokorozoo.data.stats.STATISTICS`, for heads that read them.
     statistics: tuple[float, ...] = ()
+    #: The dialogue's merged turns as (role, text): what a model behind an endpoint is sent.
+    turns: tuple[tuple[str, str], ...] = ()
 
     @property
     def prompt_ids(self) -> list[int]:
@@ -48,6 +50,7 @@ def collate_scores(samples: Sequence[ScoreSample], pad_id: int, packing: bool = 
     batch["scores"] = torch.tensor([s.scores for s in samples], dtype=torch.long)
     batch["statistics"] = torch.tensor([s.statistics for s in samples], dtype=torch.float32).reshape(len(samples), -1)
     batch["dialogue_ids"] = [s.dialogue_id for s in samples]
+    batch["turns"] = [s.turns for s in samples]
     return batch
 
 
@@ -115,6 +118,7 @@ class ScoreDataModule(KokoroChatDataModule):
             len(ids) - answer_length,
             list(dialogue.feedback.items),
             dialogue_statistics(dialogue),
+            tuple((turn.role, turn.text) for turn in turns[:-2]),
         )
 
     def training_part(self) -> list[Dialogue]:
