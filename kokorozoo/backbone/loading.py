@@ -34,6 +34,18 @@ COMPUTE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32
 #: What ``compute_dtype`` accepts: a dtype, or ``auto`` (see :mod:`kokorozoo.backbone.hardware`).
 COMPUTE_DTYPE_CHOICES = (AUTO, *COMPUTE_DTYPES)
 
+#: The lab's released KokoroChat models (the paper's Kokoro-Low/High/Full, fine-tuned from
+#: Llama-3.1-Swallow-8B-Instruct-v0.3), by the short name a config gives as ``backbone``.
+RELEASED_MODELS = {
+    "kokorochat-low": "UEC-InabaLab/Llama-3.1-KokoroChat-Low",
+    "kokorochat-high": "UEC-InabaLab/Llama-3.1-KokoroChat-High",
+    "kokorochat-full": "UEC-InabaLab/Llama-3.1-KokoroChat-Full",
+}
+#: The names earlier links of the lab's README gave the same models.
+EARLIER_NAMES = {f"UEC-InabaLab/KokoroChat-{size}": f"kokorochat-{size.lower()}" for size in ("Low", "High", "Full")}
+#: The folder holding local copies of released models, one sub-folder per short name.
+MODELS_ENV = "KOKOROZOO_MODELS"
+
 #: The paper's LoRA targets: every attention and MLP projection of a Llama block.
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -163,6 +175,8 @@ def resolve_model(
         return str(build_tiny(tiny, cache_dir=cache_dir))
     if model == LLAMA3:
         return str(build_llama3(llama3, cache_dir=cache_dir))
+    if released_name(model) is not None:
+        return _released_source(released_name(model))
     path = Path(model).expanduser()
     if path.is_dir():
         return str(path)
@@ -174,6 +188,39 @@ def resolve_model(
             " offline (HF_HUB_OFFLINE=1): download it where the hub is reachable, or pass its local folder"
         )
     return model
+
+
+def released_name(model: str) -> str | None:
+    """The short name of a released KokoroChat model ``model`` names (its short name, hub id or an
+    earlier name), None for any other model."""
+    if model in RELEASED_MODELS:
+        return model
+    if model in EARLIER_NAMES:
+        return EARLIER_NAMES[model]
+    return next((name for name, hub_id in RELEASED_MODELS.items() if hub_id == model), None)
+
+
+def released_folder(name: str) -> Path:
+    """Where a local copy of the released model ``name`` is looked for: ``$KOKOROZOO_MODELS/NAME``
+    (default ``$KOKOROZOO_CACHE/models/NAME``)."""
+    from kokorozoo.backbone.tiny import default_cache_dir
+
+    return Path(os.environ.get(MODELS_ENV) or default_cache_dir() / "models").expanduser() / name
+
+
+def _released_source(name: str) -> str:
+    """A released model's local copy, else its hub id; offline without either, one line saying
+    where to put the copy."""
+    folder, hub_id = released_folder(name), RELEASED_MODELS[name]
+    if folder.is_dir():
+        return str(folder)
+    if hub_offline() and not _in_hub_cache(hub_id):
+        raise BackboneError(
+            f"{name} ({hub_id}) is not on this machine and the hub is offline (HF_HUB_OFFLINE=1): put a copy in"
+            f" {folder} (`huggingface-cli download {hub_id} --local-dir {folder}` where the hub is reachable), or set"
+            f" {MODELS_ENV} to the folder that holds {name}/"
+        )
+    return hub_id
 
 
 def hub_offline() -> bool:

@@ -219,7 +219,7 @@ class KokorozooCLI(LightningCLI):
                 f"{type(self.model).__name__} has trained parts (heads) that would be random without a checkpoint:"
                 " pass --ckpt_path (a best-*.ckpt or last.ckpt written by kokorozoo fit)"
             )
-        self.model.zero_shot = True
+        self.model.zero_shot = self.model.released is None  # a released model is tested as it was trained
 
     def _check_writable(self) -> None:
         """Find an output folder that cannot be written now, not after hours of training."""

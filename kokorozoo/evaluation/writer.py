@@ -98,6 +98,8 @@ def evaluate(trainer: Trainer, task: Task, rows: list[dict]) -> Result:
             result.seed = datamodule.seed
     result.checkpoint = trainer.ckpt_path
     result.zero_shot = task.zero_shot
+    if (released := getattr(task, "released", None)) is not None:  # tested as the lab released it
+        result.extra["released_model"] = released
     figures = result.logged_figures()
     task.log_dict(figures)
     for logger in trainer.loggers:

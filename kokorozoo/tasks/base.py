@@ -34,12 +34,14 @@ import torch
 from lightning.pytorch import LightningModule
 
 from kokorozoo.backbone import (
+    RELEASED_MODELS,
     Backbone,
     Llama3Config,
     LoraSettings,
     TinyConfig,
     load_backbone,
     load_tokenizer,
+    released_name,
     trainable_state_dict,
 )
 from kokorozoo.chat_format import stop_token_ids
@@ -180,6 +182,13 @@ class Task(LightningModule):
 
     def configure_heads(self, backbone: Backbone) -> None:
         """Add task-specific trainable modules on top of the backbone (none by default)."""
+
+    @property
+    def released(self) -> str | None:
+        """The hub id of the released KokoroChat model this task's backbone is, if it is one: a
+        model trained elsewhere, tested as it was released (not zero-shot)."""
+        name = released_name(str(self.hparams.backbone))
+        return RELEASED_MODELS[name] if name else None
 
     @classmethod
     def has_heads(cls) -> bool:
@@ -439,6 +448,8 @@ def _name_base_model(folder: Path, backbone: str) -> None:
     config_path = folder / "adapter_config.json"
     if not config_path.is_file() or backbone in ("tiny", "llama3") or Path(backbone).exists():
         return
+    if (released := released_name(backbone)) is not None:  # a released model: by its hub id, not the short name
+        backbone = RELEASED_MODELS[released]
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = backbone
     _write_json(config_path, config)
