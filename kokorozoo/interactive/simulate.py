@@ -183,6 +183,8 @@ def simulate(
     if judge:
         write_ratings(out / "judge.csv", held, ratings, items if rater else None)
         summary["judge"] = {"model": judge.source, **summarize_ratings(ratings)}
+        if rater:
+            summary["judge"]["agreement_with_scorer"] = agreement(ratings, items)
     (out / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return {"summary": summary, "timing": timing}
 
@@ -235,6 +237,18 @@ def write_ratings(
             if items:
                 row.append(total(items[i]))
             writer.writerow(row)
+
+
+def agreement(ratings: list[dict[str, int] | None], items: list[list[int | None]]) -> dict[str, Any]:
+    """How the judge and the score model agree across sessions: Pearson's r between the judge's
+    mean rating and the predicted total, over the sessions both rated (None below three, or when
+    either side is constant)."""
+    pairs = [(statistics.fmean(r.values()), sum(p)) for r, p in zip(ratings, items) if r is not None and None not in p]
+    try:
+        r = statistics.correlation([a for a, _ in pairs], [b for _, b in pairs]) if len(pairs) >= 3 else None
+    except statistics.StatisticsError:  # a constant side
+        r = None
+    return {"sessions": len(pairs), "pearson_r": None if r is None else round(r, 4)}
 
 
 def compare_scores(items: list[list[int | None]], sources: list[Dialogue]) -> dict[str, Any]:

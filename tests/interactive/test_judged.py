@@ -120,6 +120,7 @@ def test_simulate_with_a_prompted_client_and_a_judge(exports, tmp_path, monkeypa
     assert summary["ended"] == {"client_ended": 2}
     assert summary["judge"]["rated"] == 1 and summary["judge"]["invalid"] == 1
     assert {d: summary["judge"][d]["mean"] for d in DIMENSIONS} == FULL
+    assert summary["judge"]["agreement_with_scorer"] == {"sessions": 1, "pearson_r": None}
     rows = list(csv.DictReader((out / "judge.csv").open(encoding="utf-8")))
     assert [r["judge_valid"] for r in rows] == ["True", "False"] and all(r["predicted_total"] for r in rows)
     assert rows[0]["safety"] == "5" and rows[1]["safety"] == ""
@@ -130,3 +131,13 @@ def test_a_prompted_client_must_be_behind_an_endpoint(exports, tmp_path, capsys)
     args = ["simulate", "--counselor", str(exports["counselor"]), "--client", str(exports["client"])]
     assert main([*args, "--client-prompt", "appendix-e", "--out", str(tmp_path)]) == 2
     assert "give --client as MODEL@URL" in capsys.readouterr().err
+
+
+def test_the_judge_and_the_score_model_are_compared_across_sessions():
+    from kokorozoo.interactive.simulate import agreement
+
+    ratings = [dict.fromkeys(DIMENSIONS, v) for v in (1, 2, 3, 4)] + [None]
+    items = [[v] * 20 for v in (0, 1, 2, 5)] + [[3] * 20]
+    assert agreement(ratings, items) == {"sessions": 4, "pearson_r": pytest.approx(0.9562, abs=1e-4)}
+    assert agreement(ratings[:2], items[:2])["pearson_r"] is None  # too few sessions
+    assert agreement([dict.fromkeys(DIMENSIONS, 3)] * 3, items[:3])["pearson_r"] is None  # a constant judge
