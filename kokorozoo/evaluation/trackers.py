@@ -33,13 +33,32 @@ def log_result_files(loggers: Iterable[Logger], files: Iterable[Path], step: int
             raise tracker_failure(logger, e) from e
 
 
-def _log_files(logger: Logger, files: list[Path], step: int) -> None:
+def log_report(loggers: Iterable[Logger], run_folder: Path, step: int = 0) -> None:
+    """Give the trackers that keep files (MLflow, W&B) the run's report: ``report.html`` and its
+    figures (PNG), built into ``run_folder/report`` only when such a tracker is configured (the
+    run's own TensorBoard has the figures as scalars; building the page costs seconds)."""
+    keepers = [logger for logger in loggers if isinstance(logger, (MLFlowLogger, WandbLogger))]
+    if not keepers:
+        return
+    from kokorozoo.evaluation.reports import build_run_report  # matplotlib: only when asked for
+
+    page = build_run_report([run_folder], run_folder / "report")
+    figures = sorted(page.parent.glob("*.png"))
+    for logger in keepers:
+        try:
+            _log_files(logger, [page, *figures], step, subfolder="report")
+        except Exception as e:  # the report is written: the tracker's failure is said, it stays
+            raise tracker_failure(logger, e) from e
+
+
+def _log_files(logger: Logger, files: list[Path], step: int, subfolder: str | None = None) -> None:
     if isinstance(logger, MLFlowLogger):
         for path in files:
-            logger.experiment.log_artifact(logger.run_id, str(path))
+            logger.experiment.log_artifact(logger.run_id, str(path), subfolder)
     elif isinstance(logger, WandbLogger):
         for path in files:  # copied into the run now: an offline run carries them when synced
-            logger.experiment.save(str(path), base_path=str(path.parent), policy="now")
+            base = path.parent.parent if subfolder else path.parent
+            logger.experiment.save(str(path), base_path=str(base), policy="now")
     elif isinstance(logger, TensorBoardLogger):
         for path in files:
             if path.name == METRICS_FILE:  # indented: Markdown shows it as it is

@@ -30,7 +30,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from kokorozoo.data.datamodules import KokoroChatDataModule
 from kokorozoo.evaluation.results import METRICS_FILE, Result, write_result
-from kokorozoo.evaluation.trackers import log_result_files
+from kokorozoo.evaluation.trackers import log_report, log_result_files
 from kokorozoo.tasks.base import Task
 
 
@@ -64,6 +64,7 @@ class ResultWriter(Callback):
             predictions = write_jsonl(folder / pl_module.predictions_file, rows)
             metrics = write_result(result, folder / METRICS_FILE)
             log_result_files(trainer.loggers, [metrics, predictions], trainer.global_step)
+            log_report(trainer.loggers, folder, trainer.global_step)
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         rows = gather_rows(trainer, self.rows)

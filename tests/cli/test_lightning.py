@@ -112,11 +112,14 @@ def test_every_tracker_gets_the_figures_and_the_result_files(short_fit_args, tmp
     [experiment] = [e for e in client.search_experiments() if e.name == "lightning_logs"]
     [mlflow_run] = client.search_runs([experiment.experiment_id])
     assert {"metrics.json", "predictions.jsonl"} <= {a.path for a in client.list_artifacts(mlflow_run.info.run_id)}
+    report = {a.path for a in client.list_artifacts(mlflow_run.info.run_id, "report")}
+    assert "report/report.html" in report and any(p.endswith(".png") for p in report)  # the report's figures
     assert mlflow_run.data.metrics["test_acc"] == pytest.approx(written["metrics"]["acc"])
 
     [wandb_run] = (tmp_path / "wandb" / "wandb").glob("offline-run-*")
     saved = wandb_run / "files"
     assert json.loads((saved / "metrics.json").read_text()) == written and (saved / "predictions.jsonl").is_file()
+    assert (saved / "report" / "report.html").is_file() and list((saved / "report").glob("*.png"))
 
     events = EventAccumulator(str(run), size_guidance={"tensors": 0})
     events.Reload()
