@@ -13,10 +13,10 @@ def _export(args: argparse.Namespace) -> int:
     from kokorozoo.evaluation.model_card import write_model_card
     from kokorozoo.tasks.model_files import read_model
 
+    out_dir = output_folder(args.out_dir, args.overwrite)  # checked, not yet made
     record = read_model(args.checkpoint)  # every problem found before anything is written
     if record.is_export:
         raise UsageError(f"{args.checkpoint}: already an export folder; kokorozoo export reads a checkpoint (.ckpt)")
-    out_dir = output_folder(args.out_dir, args.overwrite)
     task = record.build()
     out = task.export(out_dir)
     write_model_card(out, _test_result(args.checkpoint))
