@@ -42,12 +42,22 @@ class EndpointModel:
 
     remote = True
 
-    def connect_endpoint(self, endpoint: str, max_tokens: int, **settings: Any) -> None:
-        if not Endpoint.names_one(endpoint):
+    def connect_endpoint(self) -> None:
+        """The endpoint the task's settings name (saved in ``hparams`` by the task's ``__init__``)."""
+        hp = self.hparams
+        if not Endpoint.names_one(hp.endpoint):
             raise UsageError(
-                f"model.init_args.endpoint: expected MODEL@URL (gpt-4o@https://api.openai.com/v1), got {endpoint!r}"
+                f"model.init_args.endpoint: expected MODEL@URL (gpt-4o@https://api.openai.com/v1), got {hp.endpoint!r}"
             )
-        self.endpoint = Endpoint.parse(endpoint, max_tokens=max_tokens, **settings)
+        self.endpoint = Endpoint.parse(
+            hp.endpoint,
+            api_key_env=hp.api_key_env,
+            temperature=hp.temperature,
+            max_tokens=hp.max_new_tokens,
+            concurrency=hp.concurrency,
+            timeout=hp.request_timeout,
+            max_retries=hp.max_retries,
+        )
         self._client: EndpointClient | None = None
 
     @property
@@ -106,15 +116,7 @@ class EndpointResponseTask(EndpointModel, ResponseTask):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.connect_endpoint(
-            endpoint,
-            self.hparams.max_new_tokens,
-            api_key_env=api_key_env,
-            temperature=temperature,
-            concurrency=concurrency,
-            timeout=request_timeout,
-            max_retries=max_retries,
-        )
+        self.connect_endpoint()
 
     def infer(self, batch: dict) -> list[Answer]:
         """The endpoint's answer to each request (None: it failed after its retries)."""
@@ -156,15 +158,7 @@ class EndpointScoreTask(EndpointModel, ScoreTask):
         super().__init__(**kwargs)
         if self.scoring != "greedy":
             raise UsageError("model.init_args.scoring: a model behind an endpoint is read from its text (greedy)")
-        self.connect_endpoint(
-            endpoint,
-            self.hparams.max_new_tokens,
-            api_key_env=api_key_env,
-            temperature=temperature,
-            concurrency=concurrency,
-            timeout=request_timeout,
-            max_retries=max_retries,
-        )
+        self.connect_endpoint()
 
     def infer(self, batch: dict) -> tuple[torch.Tensor, list[dict]]:
         """The parsed scores [B, 20] (NaN = invalid) and each answer's text and cost."""
