@@ -48,9 +48,7 @@ from kokorozoo.chat_format import stop_token_ids
 from kokorozoo.errors import UsageError
 from kokorozoo.generation import generate_padded, generate_shared_prefix, shared_prefix_supported
 from kokorozoo.tasks.loss import DEFAULT_LOSS_CHUNK, labelled_token_loss
-
-CHECKPOINT_KEY = "kokorozoo"
-EXPORT_INFO = "kokorozoo.json"
+from kokorozoo.tasks.model_files import CHECKPOINT_KEY, EXPORT_INFO
 
 
 def _bnb_optimizer(name: str) -> Callable[..., torch.optim.Optimizer]:

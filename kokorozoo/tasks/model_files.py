@@ -32,10 +32,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from lightning.pytorch import LightningModule as Task  # a task, named so: kokorozoo.tasks.base imports this module
 
 from kokorozoo.errors import UsageError
-from kokorozoo.tasks.base import CHECKPOINT_KEY, EXPORT_INFO, Task
+from kokorozoo.registry import TASK_BASE
 
+#: The entry of a checkpoint, and the file of an export folder, where kokorozoo records the task.
+CHECKPOINT_KEY = "kokorozoo"
+EXPORT_INFO = "kokorozoo.json"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 #: The types of the prompt settings a model records (``prompt_settings()`` of the datamodules).
@@ -94,10 +98,11 @@ def load_task(checkpoint: str | os.PathLike) -> Task:
     return read_model(checkpoint).build()
 
 
-def load_export(folder: str | os.PathLike, expected: type[Task] = Task) -> Task:
-    """The task an export folder holds, ready to predict (in a fresh process too)."""
+def load_export(folder: str | os.PathLike, expected: type[Task] | None = None) -> Task:
+    """The task an export folder holds, ready to predict (in a fresh process too); ``expected``:
+    the task class (or a base of it) it must hold."""
     record = read_export(Path(folder))
-    if not issubclass(record.task, expected):
+    if expected is not None and not issubclass(record.task, expected):
         raise ModelFileError(
             Path(folder) / EXPORT_INFO, "task", f"holds a {record.task.__name__}, not a {expected.__name__}"
         )
@@ -328,7 +333,10 @@ def task_parameters(cls: type[Task]) -> dict[str, Any]:
         for name, p in signature.parameters.items():
             if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
                 parameters.setdefault(name, hints.get(name, Any))
-        if not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()) or klass is Task:
+        if (
+            not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+            or f"{klass.__module__}.{klass.__qualname__}" == TASK_BASE
+        ):
             break
     return parameters
 
