@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -202,18 +203,18 @@ def test_vllm_is_told_what_it_can_load(exports, tmp_path, capsys):
     assert "--max-model-len 384" in command
 
 
-def test_a_response_test_through_the_endpoint_is_the_local_test(served, exports, tmp_path, monkeypatch, capsys):
+def test_a_response_test_through_the_endpoint_is_the_local_test(
+    served, exports, small_tiny, tmp_path, monkeypatch, capsys
+):
     """``kokorozoo test`` of EndpointResponseTask against the served counselor writes the same
     generations, metrics and baselines as ``kokorozoo test`` of the checkpoint itself, and counts
     what the requests cost."""
-    from conftest import REPO, SMALL_TINY
-
     monkeypatch.setenv("KOKOROZOO_ENDPOINT_CACHE", str(tmp_path / "answers.sqlite"))
     [ckpt] = exports["counselor"].parent.glob("lightning_logs/version_*/checkpoints/last.ckpt")
     common = [
         "test",
         "--config",
-        str(REPO / "configs" / "response.yaml"),
+        str(Path(__file__).resolve().parents[1] / "configs" / "response.yaml"),
         "--data.init_args.max_length=384",
         "--data.init_args.limit_test=2",
         "--model.init_args.max_new_tokens=10",
@@ -224,7 +225,7 @@ def test_a_response_test_through_the_endpoint_is_the_local_test(served, exports,
     remote = [
         "--model=EndpointResponseTask",
         f"--model.init_args.endpoint=counselor@{served['counselor']}",
-        *[f"--model.init_args.tiny.{k}={v}" for k, v in SMALL_TINY.items()],  # the tokenizer that cuts histories
+        *[f"--model.init_args.tiny.{k}={v}" for k, v in vars(small_tiny).items()],  # the tokenizer cutting histories
         f"--trainer.default_root_dir={tmp_path / 'remote'}",
     ]
     capsys.readouterr()

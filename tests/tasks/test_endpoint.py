@@ -2,6 +2,7 @@
 (what it answers is checked end to end in tests/test_serving.py)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -24,16 +25,14 @@ def test_a_model_behind_an_endpoint_cannot_be_fitted(short_fit_args, tmp_path, c
     assert "kokorozoo can test it, not fit it" in capsys.readouterr().err
 
 
-def _score_test(tmp_path, url, name):
-    from conftest import REPO, SMALL_TINY
-
+def _score_test(tmp_path, url, name, small_tiny):
     args = [
         "test",
         "--config",
-        str(REPO / "configs" / "score.yaml"),
+        str(Path(__file__).resolve().parents[2] / "configs" / "score.yaml"),
         "--model=EndpointScoreTask",
         f"--model.init_args.endpoint=m@{url}",
-        *[f"--model.init_args.tiny.{k}={v}" for k, v in SMALL_TINY.items()],
+        *[f"--model.init_args.tiny.{k}={v}" for k, v in vars(small_tiny).items()],
         "--data.init_args.limit_test=8",
         "--data.init_args.max_length=768",  # the small tiny tokenizer writes the answer in more tokens
         "--trainer.enable_progress_bar=false",
@@ -44,7 +43,7 @@ def _score_test(tmp_path, url, name):
     return json.loads((folder / "metrics.json").read_text())
 
 
-def test_a_text_score_test_through_an_endpoint_reads_answers_as_the_local_model_does(tmp_path, monkeypatch):
+def test_a_text_score_test_through_an_endpoint_reads_answers_as_the_local_model_does(small_tiny, tmp_path, monkeypatch):
     """An endpoint that answers nothing usable: every item invalid, as the local parser counts it;
     one that answers the training part's per-item modes scores exactly what the mode baseline
     scores. Each dialogue goes as one user message: the transcript, then the instruction."""
@@ -56,7 +55,7 @@ def test_a_text_score_test_through_an_endpoint_reads_answers_as_the_local_model_
     monkeypatch.setenv("KOKOROZOO_ENDPOINT_CACHE", str(tmp_path / "answers.sqlite"))
     vague = FailingServer(reply=lambda body: "よくわかりません。")
     try:
-        unusable = _score_test(tmp_path, vague.url, "vague")
+        unusable = _score_test(tmp_path, vague.url, "vague", small_tiny)
     finally:
         vague.close()
     assert unusable["metrics"]["invalid"] == 8 * len(ITEM_NAMES) and unusable["endpoint"]["requests"] == 8
@@ -68,7 +67,7 @@ def test_a_text_score_test_through_an_endpoint_reads_answers_as_the_local_model_
     modes = [constant["modes"][name] for name in ITEM_NAMES]
     modal = FailingServer(reply=lambda body: format_scores(modes))
     try:
-        answered = _score_test(tmp_path, modal.url, "modal")
+        answered = _score_test(tmp_path, modal.url, "modal", small_tiny)
     finally:
         modal.close()
     assert answered["metrics"]["invalid"] == 0 and "zero_shot" not in answered
