@@ -12,14 +12,15 @@ from kokorozoo.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: Each config's task, and where the printed test table's names are found in metrics.json.
+#: Each config's task, and where the printed test table's names (one scheme: ``test_<metric>``,
+#: ``test_<baseline>_<metric>``) are found in metrics.json.
 EXPECTED = {
-    "response.yaml": ("response", {f"bleu{n}": ("metrics", f"bleu{n}") for n in range(1, 5)}
-                      | {k: ("metrics", k) for k in ("rouge1", "rouge2", "rougeL", "dist1", "dist2")}),
-    "score.yaml": ("score", {f"{p}_{k}": ("metrics" if p == "test" else "baseline", k)
-                             for p in ("test", "baseline") for k in ("acc", "acc_soft", "mae")}),
-    "score_heads.yaml": ("score-heads", {f"{p}_{k}": ("metrics" if p == "test" else "baseline", k)
-                                         for p in ("test", "baseline") for k in ("acc", "acc_soft", "mae")}),
+    "response.yaml": ("response", {f"test_bleu{n}": ("metrics", f"bleu{n}") for n in range(1, 5)}
+                      | {f"test_{k}": ("metrics", k) for k in ("rouge1", "rouge2", "rougeL", "dist1", "dist2")}),
+    "score.yaml": ("score", {("test_" if p == "metrics" else "test_baseline_") + k: (p, k)
+                             for p in ("metrics", "baseline") for k in ("acc", "acc_soft", "mae")}),
+    "score_heads.yaml": ("score-heads", {("test_" if p == "metrics" else "test_baseline_") + k: (p, k)
+                                         for p in ("metrics", "baseline") for k in ("acc", "acc_soft", "mae")}),
 }  # fmt: skip
 
 
