@@ -58,10 +58,6 @@ class ModelFileError(UsageError):
         super().__init__(f"{path}: {field}: {problem}" if field else f"{path}: {problem}")
 
 
-#: The name kept for the error earlier versions raised for checkpoints.
-CheckpointError = ModelFileError
-
-
 @dataclass(frozen=True)
 class ModelRecord:
     """What a model folder or checkpoint holds, checked: its task class, the task's settings, the
